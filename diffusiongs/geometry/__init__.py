@@ -1,0 +1,18 @@
+"""Cameras, rays and ray embeddings. Conventions: docs/conventions.md."""
+
+from diffusiongs.geometry.camera import (
+    WORLD_UP,
+    Cameras,
+    intrinsics_from_fov,
+    look_at,
+    opencv_to_opengl,
+    opengl_to_opencv,
+    orbit_cameras,
+    random_sphere_cameras,
+)
+from diffusiongs.geometry.rays import RayEmbedding, pixel_rays, plucker, ray_embedding, reference_depth, rppc
+
+__all__ = [
+    "WORLD_UP", "Cameras", "RayEmbedding", "intrinsics_from_fov", "look_at", "opencv_to_opengl", "opengl_to_opencv",
+    "orbit_cameras", "pixel_rays", "plucker", "random_sphere_cameras", "ray_embedding", "reference_depth", "rppc",
+]
