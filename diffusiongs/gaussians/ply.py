@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffusiongs.errors import InputError
 from diffusiongs.gaussians.container import SH_C0, Gaussians
 
 _OPACITY_EPS = 1e-6
 _SCALE_EPS = 1e-12
 
 
-class PlyFormatError(ValueError):
+class PlyFormatError(InputError):
     """A file that is not a 3DGS PLY this reader understands."""
 
 
