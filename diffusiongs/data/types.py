@@ -57,6 +57,7 @@ class TrainingBatch:
         is_object: which samples are objects (they use the object decoder and L_pd), ``[batch]``.
         num_noisy: N, the views after the condition view that receive noise.
         masks: foreground alpha where every example has it, ``[batch, view, 1, h, w]``.
+        depths: camera z-depth (0 where unknown) where every example has it, ``[batch, view, 1, h, w]``.
     """
 
     images: Float[Tensor, "batch view 3 h w"]
@@ -64,15 +65,21 @@ class TrainingBatch:
     is_object: Bool[Tensor, " batch"]
     num_noisy: int
     masks: Float[Tensor, "batch view 1 h w"] | None = None
+    depths: Float[Tensor, "batch view 1 h w"] | None = None
 
     @property
     def num_novel(self) -> int:
         return self.images.shape[1] - 1 - self.num_noisy
 
-    def to(self, device: torch.device | str) -> TrainingBatch:
-        return TrainingBatch(images=self.images.to(device), cameras=self.cameras.to(device),
-                             is_object=self.is_object.to(device), num_noisy=self.num_noisy,
-                             masks=None if self.masks is None else self.masks.to(device))
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TrainingBatch:
+        def move(t: Tensor) -> Tensor:
+            return t.to(device, non_blocking=non_blocking)
+
+        return TrainingBatch(images=move(self.images), cameras=Cameras(move(self.cameras.c2w), move(self.cameras.K),
+                                                                       self.cameras.width, self.cameras.height),
+                             is_object=move(self.is_object), num_noisy=self.num_noisy,
+                             masks=None if self.masks is None else move(self.masks),
+                             depths=None if self.depths is None else move(self.depths))
 
 
 def collate_examples(examples: list[MultiViewExample], num_noisy: int) -> TrainingBatch:
@@ -83,10 +90,13 @@ def collate_examples(examples: list[MultiViewExample], num_noisy: int) -> Traini
     masks = None
     if all(e.masks is not None for e in examples):
         masks = torch.stack([e.masks for e in examples])
+    depths = None
+    if all(e.depths is not None for e in examples):
+        depths = torch.stack([e.depths for e in examples])
     cams = examples[0].cameras
     return TrainingBatch(
         images=torch.stack([e.images for e in examples]),
         cameras=Cameras(torch.stack([e.cameras.c2w for e in examples]), torch.stack([e.cameras.K for e in examples]),
                         cams.width, cams.height),
         is_object=torch.tensor([e.domain == "object" for e in examples]),
-        num_noisy=num_noisy, masks=masks)
+        num_noisy=num_noisy, masks=masks, depths=depths)

@@ -3,6 +3,7 @@
 from diffusiongs.geometry.camera import (
     WORLD_UP,
     Cameras,
+    OrbitRig,
     intrinsics_from_fov,
     look_at,
     opencv_to_opengl,
@@ -13,6 +14,7 @@ from diffusiongs.geometry.camera import (
 from diffusiongs.geometry.rays import RayEmbedding, pixel_rays, plucker, ray_embedding, reference_depth, rppc
 
 __all__ = [
-    "WORLD_UP", "Cameras", "RayEmbedding", "intrinsics_from_fov", "look_at", "opencv_to_opengl", "opengl_to_opencv",
+    "WORLD_UP", "Cameras", "OrbitRig", "RayEmbedding", "intrinsics_from_fov", "look_at", "opencv_to_opengl",
+    "opengl_to_opencv",
     "orbit_cameras", "pixel_rays", "plucker", "random_sphere_cameras", "ray_embedding", "reference_depth", "rppc",
 ]

@@ -193,3 +193,39 @@ def angle_between_deg(a: Float[Tensor, "*batch 3"], b: Float[Tensor, "*batch 3"]
     """Angle in degrees between two (not necessarily unit) vectors."""
     cos = torch.nn.functional.cosine_similarity(a, b, dim=-1).clamp(-1.0, 1.0)
     return torch.rad2deg(torch.acos(cos))
+
+
+def gl_clip_from_camera(K: Float[Tensor, "*batch 3 3"], width: int, height: int, near: float,
+                        far: float) -> Float[Tensor, "*batch 4 4"]:
+    """OpenGL clip coordinates from **OpenCV** camera coordinates (x right, y down, z forward).
+
+    A rasteriser using it puts pixel ``(row i, column j)`` of this package's convention at window position
+    ``(j, i)``: ``glReadPixels`` then returns the image top row first, with no flip. z in [near, far] maps to
+    normalised depth [-1, 1]; clip w is the camera z.
+    """
+    fx, fy, cx, cy = K[..., 0, 0], K[..., 1, 1], K[..., 0, 2], K[..., 1, 2]
+    clip = torch.zeros(*K.shape[:-2], 4, 4, dtype=K.dtype, device=K.device)
+    clip[..., 0, 0] = 2 * fx / width
+    clip[..., 0, 2] = 2 * cx / width - 1
+    clip[..., 1, 1] = 2 * fy / height
+    clip[..., 1, 2] = 2 * cy / height - 1
+    clip[..., 2, 2] = (far + near) / (far - near)
+    clip[..., 2, 3] = -2 * far * near / (far - near)
+    clip[..., 3, 2] = 1.0
+    return clip
+
+
+@dataclass(frozen=True)
+class OrbitRig:
+    """Cameras on a circle around the origin, looking at it: the object inference template (condition view at
+    azimuth 0, the N noisy views at equal azimuth steps, as in the official 4-views-90-degrees-apart layout)."""
+
+    radius: float = 3.0
+    """Distance from the object centre (the official norm radius)."""
+    elevation_deg: float = 20.0
+    """Height of the circle above the xy plane, in degrees as seen from the origin."""
+    fov_deg: float = 50.0
+    """Horizontal field of view (the paper renders its training views at 50 degrees)."""
+
+    def cameras(self, num_views: int, resolution: int, start_azimuth_deg: float = 0.0) -> Cameras:
+        return orbit_cameras(num_views, self.radius, self.elevation_deg, self.fov_deg, resolution, start_azimuth_deg)

@@ -1,0 +1,102 @@
+"""Shared by ``data synth`` and ``data render``: object viewpoints, the per-process renderer, and rendering an
+item into this project's format."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffusiongs.data.gl import Lighting, MeshRenderer, RasterConfig, RenderMesh, configure_llvmpipe_threads
+from diffusiongs.data.store import RenderedViews, build_manifest, write_item
+from diffusiongs.data.types import Domain
+from diffusiongs.geometry.camera import Cameras, orbit_cameras, random_sphere_cameras
+
+
+@dataclass(frozen=True)
+class ObjectCameraConfig:
+    """Where object views are taken from (all cameras look at the origin; objects fill [-1, 1]^3)."""
+
+    views: int = 32
+    """Random training viewpoints per object (the paper renders 32)."""
+    orbit_views: int = 16
+    """Evaluation viewpoints per object, evenly spaced in azimuth on one orbit (view group "eval")."""
+    orbit_elevation_deg: float = 20.0
+    """Elevation of the evaluation orbit."""
+    fov_deg: float = 50.0
+    """Horizontal (= vertical) field of view (the paper's 50 degrees)."""
+    radius: float = 3.0
+    """Camera distance from the origin (the official code's norm_radius). At 50 degrees the view spans +-1.40 at the
+    origin, so objects that reach the corners of [-1, 1]^3 can touch the image border from some directions."""
+    elevation_range_deg: tuple[float, float] = (-30.0, 70.0)
+    """Band of elevations the random views are drawn from (uniformly by area); straight-down and straight-up views
+    are left out as rarely informative."""
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Image and job settings shared by the dataset makers."""
+
+    res: int = 256
+    """Image width and height in pixels."""
+    samples: int = 4
+    """MSAA samples per pixel: alpha is exact coverage in steps of 1/samples (0 = aliased, binary alpha)."""
+    depth: bool = False
+    """Also write uint16 depth PNGs (camera z)."""
+    workers: int = os.cpu_count() or 1
+    """Worker processes, one GL context each."""
+    progress: bool = True
+    """Show a progress bar."""
+    val_fraction: float = 0.02
+    """Share of items in the val split (chosen by a hash of the item id, so stable across runs and shards)."""
+    test_fraction: float = 0.02
+    """Share of items in the test split."""
+
+
+def object_cameras(config: ObjectCameraConfig, resolution: int, rng: np.random.Generator
+                   ) -> tuple[Cameras, tuple[str, ...]]:
+    """``views`` random cameras plus the ``orbit_views`` evaluation orbit, and each view's group."""
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    random_views = random_sphere_cameras(config.views, config.radius, config.fov_deg, resolution, generator=generator,
+                                         elevation_range_deg=config.elevation_range_deg)
+    groups = ("train",) * config.views
+    if config.orbit_views == 0:
+        return random_views, groups
+    orbit = orbit_cameras(config.orbit_views, config.radius, config.orbit_elevation_deg, config.fov_deg, resolution)
+    return Cameras.cat([random_views, orbit]), groups + ("eval",) * config.orbit_views
+
+
+_renderer: MeshRenderer | None = None
+
+
+def init_renderer(raster: RasterConfig, workers: int) -> None:
+    """Per-process set-up (the jobs' worker initialiser): one GL context; in a pool worker, also a share of the
+    cores for llvmpipe and one torch thread (a job run in the caller's process leaves its settings alone)."""
+    global _renderer
+    if multiprocessing.parent_process() is not None:
+        configure_llvmpipe_threads(workers)
+        torch.set_num_threads(1)
+    if _renderer is not None:
+        _renderer.release()
+    _renderer = MeshRenderer(raster)
+
+
+def render_item(directory: Path, item_id: str, domain: Domain, mesh: RenderMesh, cameras: Cameras,
+                groups: tuple[str, ...], lighting: Lighting, depth: bool, meta: dict[str, Any]) -> int:
+    """Render ``mesh`` with this process's renderer and write the item; returns the number of views."""
+    if _renderer is None:
+        raise RuntimeError("render_item: call init_renderer first (the jobs' worker initialiser does)")
+    out = _renderer.render(mesh, cameras, lighting, with_depth=depth)
+    pixels = out.rgba if domain == "object" else out.rgba[..., :3]
+    write_item(directory, item_id, domain, RenderedViews(pixels, cameras, groups, out.depth), meta)
+    return len(groups)
+
+
+def finish_dataset(root: Path, output: OutputConfig) -> None:
+    """Index every finished item of ``root`` (including other shards' and earlier runs') in its manifest."""
+    build_manifest(root, output.val_fraction, output.test_fraction)
