@@ -76,7 +76,8 @@ class Gaussians:
 
     def flatten_batch(self) -> Gaussians:
         """Merge the batch dimensions: ``[*batch, N, c] -> [prod(batch), N, c]``."""
-        return self._map(lambda t: t.reshape(-1, *t.shape[len(self.batch_shape):]))
+        lead = self.batch_shape.numel()
+        return self._map(lambda t: t.reshape(lead, *t.shape[len(self.batch_shape):]))
 
     @staticmethod
     def cat(parts: list[Gaussians]) -> Gaussians:
