@@ -1,0 +1,72 @@
+"""Turntable videos and image grids of generated Gaussians (no model code here)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import torch
+from jaxtyping import Float, UInt8
+from PIL import Image
+from torch import Tensor
+
+from diffusiongs.gaussians import Gaussians
+from diffusiongs.geometry import OrbitRig
+from diffusiongs.render import RenderConfig, render
+
+VIDEO_FPS = 24
+
+
+def to_uint8(images: Float[Tensor, "n 3 h w"]) -> UInt8[np.ndarray, "n h w 3"]:
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def turntable(gaussians: Gaussians, rig: OrbitRig, num_frames: int, resolution: int,
+              background: tuple[float, float, float] = (1.0, 1.0, 1.0), render_cfg: RenderConfig = RenderConfig(),
+              chunk: int = 8) -> Float[Tensor, "n 3 h w"]:
+    """Render unbatched Gaussians from ``num_frames`` cameras evenly spaced around the rig's circle."""
+    cameras = rig.cameras(num_frames, resolution).to(gaussians.device)
+    bg = torch.tensor(background, device=gaussians.device)
+    frames = [render(gaussians[None], cameras[start:start + chunk].reshape(1, -1), bg, render_cfg).rgb[0]
+              for start in range(0, num_frames, chunk)]
+    return torch.cat(frames).cpu()
+
+
+def _atomic_target(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".tmp{os.getpid()}.{path.name}")
+
+
+def write_video(frames: UInt8[np.ndarray, "n h w 3"], path: str | Path, fps: int = VIDEO_FPS) -> Path:
+    """H.264 mp4 (through imageio-ffmpeg's bundled ffmpeg) or GIF, chosen by the suffix; written atomically."""
+    path = Path(path)
+    tmp = _atomic_target(path)
+    if path.suffix == ".gif":
+        imageio.mimsave(tmp, list(frames), format="GIF", duration=1000 / fps, loop=0)
+    else:
+        with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=8,
+                                macro_block_size=1, ffmpeg_log_level="error") as writer:
+            for frame in frames:
+                writer.append_data(frame)
+    os.replace(tmp, path)
+    return path
+
+
+def write_image(image: UInt8[np.ndarray, "h w 3"], path: str | Path) -> Path:
+    path = Path(path)
+    tmp = _atomic_target(path)
+    Image.fromarray(image).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def image_row(images: Float[Tensor, "n 3 h w"], gap: int = 4) -> UInt8[np.ndarray, "h w 3"]:
+    """Images side by side on white, separated by ``gap`` pixels."""
+    n, _, h, w = images.shape
+    canvas = torch.ones(3, h, n * w + (n - 1) * gap)
+    for i, image in enumerate(images):
+        canvas[:, :, i * (w + gap):i * (w + gap) + w] = image.clamp(0, 1)
+    return to_uint8(canvas[None])[0]
