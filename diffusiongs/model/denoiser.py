@@ -112,7 +112,7 @@ class ModulatedHead(nn.Module):
 
     def __init__(self, width: int, out_features: int):
         super().__init__()
-        self.layernorm = nn.LayerNorm(width, eps=LAYER_NORM_EPS, bias=False)
+        self.layernorm = nn.LayerNorm(width, bias=False)  # PyTorch's default eps 1e-5, as the official heads
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
         self.linear = nn.Linear(width, out_features, bias=False)
 
