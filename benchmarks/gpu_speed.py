@@ -17,6 +17,8 @@ torch.compile of the network.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import os
 import sys
@@ -71,8 +73,14 @@ def random_batch(batch: int, views: int, num_noisy: int, resolution: int, device
 
 
 def cuda_time_ms(fn, repeats: int) -> list[float]:
+    """Per-call milliseconds, from CUDA events (host clock on CPU: the --device cpu smoke run)."""
     times = []
     for _ in range(repeats):
+        if not torch.cuda.is_available():
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+            continue
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn()
@@ -82,19 +90,51 @@ def cuda_time_ms(fn, repeats: int) -> list[float]:
     return times
 
 
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-def bench_train(name: str, args, grad_ckpt: bool, deferred: bool, compile_net: bool) -> dict:
-    device = torch.device("cuda")
-    views = 1 + args.num_noisy + args.num_novel
-    cfg = TrainConfig(out=Path(args.workdir) / f"train_{name}", preset="base", steps=10_000, batch_size=args.batch,
-                      num_noisy=args.num_noisy,
-                      grad_checkpointing=grad_ckpt, compile=compile_net, progress=False, num_workers=0,
-                      optim=OptimConfig(warmup_steps=10), resolution=args.res,
-                      step=StepConfig(loss=LossConfig(point_warmup_steps=0),
-                                      render=RenderConfig(backend="gsplat", deferred=deferred)))
+TRAIN_OPTIONS = {"ckpt", "deferred", "compile", "cudnn", "flash", "m3", "nolpips"}
+"""Tokens of a training variant name, joined by '+' (``plain`` has none): gradient checkpointing, deferred
+rendering, torch.compile of the network, the cuDNN or flash SDPA backend, 3 instead of 6 novel views, no LPIPS."""
+
+
+def sdpa_backends(options: set[str]):
+    """A context that restricts scaled_dot_product_attention to the backend a variant names (or leaves the
+    default choice)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if "cudnn" in options:
+        return sdpa_kernel([SDPBackend.CUDNN_ATTENTION])
+    if "flash" in options:
+        return sdpa_kernel([SDPBackend.FLASH_ATTENTION])
+    return contextlib.nullcontext()
+
+
+def parse_variant(name: str, allowed: set[str]) -> set[str]:
+    options = set() if name == "plain" else set(name.split("+"))
+    unknown = options - allowed
+    if unknown:
+        raise ValueError(f"unknown variant options {sorted(unknown)} in '{name}'")
+    return options
+
+
+def bench_train(name: str, args) -> dict:
+    options = parse_variant(name, TRAIN_OPTIONS)
+    device = torch.device(args.device)
+    num_novel = 3 if "m3" in options else args.num_novel
+    views = 1 + args.num_noisy + num_novel
+    loss = LossConfig(point_warmup_steps=0, perceptual_weight=0.0 if "nolpips" in options else 0.5)
+    render_cfg = RenderConfig(backend=args.backend, deferred="deferred" in options)
+    cfg = TrainConfig(out=Path(args.workdir) / f"train_{name}", preset=args.preset, steps=10_000, batch_size=args.batch,
+                      num_noisy=args.num_noisy, grad_checkpointing="ckpt" in options, compile="compile" in options,
+                      progress=False, num_workers=0, optim=OptimConfig(warmup_steps=10), resolution=args.res,
+                      step=StepConfig(loss=loss, render=render_cfg))
     trainer = Trainer(cfg, dataset=[None], info=DistInfo(device=device))
     trainer.prepare()
     batch = random_batch(args.batch, views, args.num_noisy, args.res, device)
@@ -104,35 +144,55 @@ def bench_train(name: str, args, grad_ckpt: bool, deferred: bool, compile_net: b
         trainer.step += 1
         trainer.run_step(batch, seeds)
 
-    warm_start = time.perf_counter()
-    for _ in range(args.warmup):
-        step()
-    torch.cuda.synchronize()
-    warmup_s = time.perf_counter() - warm_start
-    torch.cuda.reset_peak_memory_stats()
-    times = cuda_time_ms(step, args.repeats)
+    with sdpa_backends(options):
+        warm_start = time.perf_counter()
+        for _ in range(args.warmup):
+            step()
+        synchronize()
+        warmup_s = time.perf_counter() - warm_start
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        times = cuda_time_ms(step, args.repeats)
+        if name in args.profile.split(","):
+            profile(step, f"train {name}", args)
     step_ms = median(times)
     flops = forward_flops(trainer.model_cfg.denoiser, 1 + args.num_noisy, args.res, args.batch)
     mfu = 3 * flops["total"] / (step_ms / 1e3) / (PEAK_BF16_TFLOPS * 1e12)
-    result = {"variant": name, "step_ms": step_ms, "step_ms_all": times, "samples_per_s": args.batch / step_ms * 1e3,
-              "mfu": mfu, "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30, "warmup_s": warmup_s,
+    peak_gb = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+    result = {"variant": name, "rendered_views": views, "step_ms": step_ms, "step_ms_all": times,
+              "samples_per_s": args.batch / step_ms * 1e3, "mfu": mfu, "peak_mem_gb": peak_gb, "warmup_s": warmup_s,
               "forward_tflop": flops["total"] / 1e12, "lpips": trainer.perceptual is not None}
-    result["render_ms"] = bench_render_share(trainer, batch, deferred)
+    result["render_ms"] = bench_render_share(trainer, batch, render_cfg)
     result["render_share"] = result["render_ms"] / step_ms
     return result
 
 
-def bench_render_share(trainer: Trainer, batch: TrainingBatch, deferred: bool) -> float:
+def profile(fn, title: str, args, calls: int = 2) -> None:
+    """Append a table of the CUDA kernels of ``calls`` calls, by total device time, to ``<out>.profile.txt``."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=70)
+    with open(Path(args.out).with_suffix(".profile.txt"), "a") as f:
+        f.write(f"\n### {title} ({calls} calls)\n{table}\n")
+    print(f"\n### {title}\n" + "\n".join(table.splitlines()[:22]), flush=True)
+
+
+def bench_render_share(trainer: Trainer, batch: TrainingBatch, cfg: RenderConfig) -> float:
     """Forward+backward time of rendering the step's Gaussians at all its views, alone."""
     n_in = 1 + batch.num_noisy
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+    device = batch.images.device
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         pred = trainer.model.predict_gaussians(batch.images[:, :n_in], batch.cameras[:, :n_in],
-                                               torch.zeros(batch.images.shape[0], dtype=torch.long, device="cuda"),
+                                               torch.zeros(batch.images.shape[0], dtype=torch.long, device=device),
                                                batch.is_object)
     g = pred.gaussians
     leaves = [t.detach().requires_grad_() for t in (g.means, g.quats, g.scales, g.opacities, g.colors)]
     gaussians = type(g)(*leaves)
-    cfg = RenderConfig(backend="gsplat", deferred=deferred)
 
     def run():
         out = trainer.model.render(gaussians, batch.cameras, cfg)
@@ -143,28 +203,39 @@ def bench_render_share(trainer: Trainer, batch: TrainingBatch, deferred: bool) -
     return median(cuda_time_ms(run, 5))
 
 
-def bench_sampling(args, resolution: int, compile_net: bool) -> dict:
-    model = DiffusionGS(replace(preset("base"), resolution=resolution))
-    pipe = Pipeline(model, device="cuda", render_cfg=RenderConfig(backend="gsplat"))
-    if compile_net:
-        pipe.model.net.compile()
+SAMPLE_OPTIONS = {"compile", "cudnn", "flash"}
+"""Tokens after the resolution of a sampling variant (e.g. ``256+compile``): the Pipeline's torch.compile with CUDA
+graphs, an SDPA backend. The Pipeline keeps the network in bfloat16 on CUDA."""
+
+
+def bench_sampling(spec: str, args) -> dict:
+    res_text, *rest = spec.split("+")
+    resolution, options = int(res_text), parse_variant("+".join(rest) or "plain", SAMPLE_OPTIONS)
+    model = DiffusionGS(replace(preset(args.preset), resolution=resolution))
+    pipe = Pipeline(model, device=args.device, render_cfg=RenderConfig(backend=args.backend),
+                    compile="compile" in options)
     cameras = pipe.rig_cameras()
     condition = torch.rand(3, resolution, resolution)
     gen = GenerateConfig(sampler=SamplerConfig(name="ddim", num_steps=args.sample_steps))
-    start = time.perf_counter()
-    pipe.generate_from_condition(condition, cameras, gen)  # warm-up (and compilation)
-    torch.cuda.synchronize()
-    warmup_s = time.perf_counter() - start
-    times = []
-    for _ in range(args.sample_repeats):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
+
+    def run():
         pipe.generate_from_condition(condition, cameras, gen)
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    del pipe, model
-    torch.cuda.empty_cache()
-    return {"resolution": resolution, "compile": compile_net, "steps": args.sample_steps,
+
+    with sdpa_backends(options):
+        start = time.perf_counter()
+        run()  # warm-up (and compilation)
+        synchronize()
+        warmup_s = time.perf_counter() - start
+        times = []
+        for _ in range(args.sample_repeats):
+            synchronize()
+            start = time.perf_counter()
+            run()
+            synchronize()
+            times.append(time.perf_counter() - start)
+        if spec in args.profile.split(","):
+            profile(run, f"sample {spec}", args, calls=1)
+    return {"variant": spec, "resolution": resolution, "steps": args.sample_steps,
             "seconds_per_object": median(times), "all": times, "warmup_s": warmup_s}
 
 
@@ -181,6 +252,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "gpu_speed.json"))
     parser.add_argument("--workdir", default="/tmp/dgs_bench")
+    parser.add_argument("--preset", default="base")
+    parser.add_argument("--device", default="cuda", help="cpu runs a smoke test of this script")
+    parser.add_argument("--backend", default="gsplat")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--res", type=int, default=256)
     parser.add_argument("--num-noisy", type=int, default=3)
@@ -189,20 +263,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--sample-steps", type=int, default=30)
     parser.add_argument("--sample-repeats", type=int, default=3)
-    parser.add_argument("--train-variants", default="plain,deferred,ckpt,compile")
-    parser.add_argument("--sample-variants", default="256,512,256c,512c")
+    parser.add_argument("--train-variants", default="plain,deferred,ckpt,compile",
+                        help=f"comma-separated; each 'plain' or options joined by '+' from {sorted(TRAIN_OPTIONS)}")
+    parser.add_argument("--sample-variants", default="256,512,256+compile,512+compile",
+                        help=f"comma-separated RES[+option...], options from {sorted(SAMPLE_OPTIONS)}")
+    parser.add_argument("--profile", default="", help="comma-separated variants whose kernels to profile into "
+                        "<out>.profile.txt")
     args = parser.parse_args()
-    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+    on_gpu = args.device == "cuda"
+    report = {"device": torch.cuda.get_device_name() if on_gpu else "cpu", "torch": torch.__version__,
               "date": time.strftime("%Y-%m-%d"), "args": vars(args)}
-    report["matmul_bf16_tflops"] = bench_matmul()
-    print(f"bf16 8192^3 matmul: {report['matmul_bf16_tflops']:.0f} TFLOP/s", flush=True)
-    variants = {"plain": (False, False, False), "deferred": (False, True, False), "ckpt": (True, False, False),
-                "compile": (False, False, True), "compile_ckpt": (True, False, True)}
+    if on_gpu:
+        report["matmul_bf16_tflops"] = bench_matmul()
+        print(f"bf16 8192^3 matmul: {report['matmul_bf16_tflops']:.0f} TFLOP/s", flush=True)
     report["train"] = []
     for name in filter(None, args.train_variants.split(",")):
         try:
-            r = bench_train(name, args, *variants[name])
-            torch.cuda.empty_cache()
+            r = bench_train(name, args)
             report["train"].append(r)
             print(f"train {name}: {r['step_ms']:.0f} ms/step, {r['samples_per_s']:.1f} samples/s, "
                   f"MFU {100 * r['mfu']:.1f} %, peak {r['peak_mem_gb']:.1f} GB, render {r['render_ms']:.1f} ms",
@@ -210,18 +287,21 @@ def main() -> None:
         except Exception:  # keep going: one failing variant must not lose the others' numbers
             traceback.print_exc()
             report["train"].append({"variant": name, "error": traceback.format_exc(limit=3)})
+        gc.collect()
+        if torch.cuda.is_available():
             torch.cuda.empty_cache()
     report["sample"] = []
     for spec in filter(None, args.sample_variants.split(",")):
-        res, compile_net = int(spec.rstrip("c")), spec.endswith("c")
         try:
-            r = bench_sampling(args, res, compile_net)
+            r = bench_sampling(spec, args)
             report["sample"].append(r)
-            print(f"sample {res}px compile={compile_net}: {r['seconds_per_object']:.3f} s/object "
-                  f"({args.sample_steps} DDIM steps; warm-up {r['warmup_s']:.1f} s)", flush=True)
+            print(f"sample {spec}: {r['seconds_per_object']:.3f} s/object ({args.sample_steps} DDIM steps; "
+                  f"warm-up {r['warmup_s']:.1f} s)", flush=True)
         except Exception:
             traceback.print_exc()
-            report["sample"].append({"resolution": res, "compile": compile_net, "error": traceback.format_exc(limit=3)})
+            report["sample"].append({"variant": spec, "error": traceback.format_exc(limit=3)})
+        gc.collect()
+        if torch.cuda.is_available():
             torch.cuda.empty_cache()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
@@ -232,7 +312,7 @@ def main() -> None:
                   f"{r['peak_mem_gb']:.1f} | {r['render_ms']:.1f} |")
     for r in report["sample"]:
         if "error" not in r:
-            print(f"| sample {r['resolution']} compile={r['compile']} | {r['seconds_per_object']:.3f} s/object |")
+            print(f"| sample {r['variant']} | {r['seconds_per_object']:.3f} s/object |")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("diffusiongs.cli.train", "train a model (single process or under torchrun)"),
     "data": ("diffusiongs.cli.data", "make datasets: `data synth` (procedural), `data render` (meshes)"),
     "evaluate": ("diffusiongs.cli.evaluate", "score a checkpoint on a dataset (PSNR/SSIM/LPIPS, geometry)"),
+    "export-model": ("diffusiongs.cli.export", "export a checkpoint's (EMA) weights for inference"),
     "convert-official": ("diffusiongs.cli.convert_official", "convert an official Open-DiffusionGS checkpoint"),
 }
 

@@ -78,16 +78,19 @@ class Pipeline:
     """A loaded model ready to turn images into Gaussians."""
 
     def __init__(self, model: DiffusionGS, device: torch.device | str = "cpu",
-                 render_cfg: RenderConfig = RenderConfig(), autocast_dtype: torch.dtype | None = None):
-        """``autocast_dtype``: run the network under autocast (bfloat16 is the default on CUDA); the renderer
-        always works in float32."""
-        self.model = model.eval().to(device)
+                 render_cfg: RenderConfig = RenderConfig(), compile: bool = False):
+        """On CUDA the network runs in bfloat16 (weights cast once, autocast for the rest); the Gaussians and the
+        renderer stay float32. ``compile``: torch.compile the network with CUDA graphs (CUDA only; the first
+        generation pays the compilation, later ones run faster)."""
         self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
         self.render_cfg = render_cfg
         self.schedule = NoiseSchedule(model.cfg.schedule)
-        if autocast_dtype is None and self.device.type == "cuda":
-            autocast_dtype = torch.bfloat16
-        self.autocast_dtype = autocast_dtype
+        self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
+        if self.autocast_dtype is not None:
+            self.model.net.to(self.autocast_dtype)
+        if compile and self.device.type == "cuda":
+            self.model.net.compile(mode="reduce-overhead")
 
     @property
     def cfg(self) -> ModelConfig:
@@ -95,7 +98,8 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path = DEFAULT_MODEL_DIR, device: torch.device | str | None = None,
-                        prefer_ema: bool = True, camera_template: str | Path | None = None) -> Pipeline:
+                        prefer_ema: bool = True, camera_template: str | Path | None = None,
+                        compile: bool = False) -> Pipeline:
         """Load a model folder (``config.json`` + ``model.safetensors``/``ema.safetensors``): an exported model,
         a training checkpoint folder, a training run folder (its latest checkpoint), or an official
         Open-DiffusionGS ``.ckpt`` file, converted in memory (``camera_template``: its ``camera_template.pt``)."""
@@ -104,13 +108,13 @@ class Pipeline:
         if not folder.exists():
             raise InputError(f"{folder}: no such model folder")
         if folder.is_file():
-            return cls(_load_official(folder, camera_template), device)
+            return cls(_load_official(folder, camera_template), device, compile=compile)
         if not (folder / model_io.CONFIG).is_file():
             latest = folder / "checkpoints" / "latest"
             if not latest.is_file():
                 raise InputError(f"{folder}: not a model folder (no {model_io.CONFIG}) and no checkpoints in it")
             folder = folder / "checkpoints" / latest.read_text().strip()
-        return cls(model_io.load_model(folder, prefer_ema), device)
+        return cls(model_io.load_model(folder, prefer_ema), device, compile=compile)
 
     def rig_cameras(self, elevation_deg: float | None = None) -> Cameras:
         rig = self.cfg.object_rig

@@ -12,6 +12,7 @@ Export a float16 copy (29 MB, small enough to travel with a GPU run) and point `
 ``python -m diffusiongs.metrics.lpips --export lpips_vgg16.safetensors``.
 """
 
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,8 @@ class LPIPS(nn.Module):
     def features(self, images: Float[Tensor, "n 3 height width"]) -> list[Float[Tensor, "n _ _ _"]]:
         """The five VGG taps for images in [0, 1]."""
         x = (images.to(self.shift.dtype) * 2 - 1 - self.shift) / self.scale
+        if x.is_cuda:  # cuDNN's fastest (tensor-core) convolutions take NHWC; the taps keep that layout
+            x = x.contiguous(memory_format=torch.channels_last)
         taps, convs = [], iter(self.convs)
         for index, stage in enumerate(VGG16_STAGES):
             if index > 0:
@@ -103,7 +106,8 @@ class LPIPS(nn.Module):
         size = self.config.resize_to
         if size is not None and images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-        per_layer = [_layer_distance(*tap.chunk(2), head.weight)
+        distance = _fused_layer_distance() if images.is_cuda else _layer_distance
+        per_layer = [distance(*tap.chunk(2), head.weight)
                      for tap, head in zip(self.features(images), self.heads, strict=True)]
         return torch.stack(per_layer).sum(dim=0).view(batch_shape)
 
@@ -122,6 +126,13 @@ def _layer_distance(
         target = target / (torch.linalg.vector_norm(target, dim=1, keepdim=True) + NORM_EPS)
         weighted = (pred - target).square() * head_weight.to(dtype)
         return weighted.sum(dim=1).mean(dim=(-2, -1))
+
+
+@functools.cache
+def _fused_layer_distance():
+    """:func:`_layer_distance` compiled into one pass over the features (on GPUs, where its elementwise work on
+    full-resolution VGG features otherwise costs more than the convolutions)."""
+    return torch.compile(_layer_distance, dynamic=True)
 
 
 def _lpips_from_file(path: Path, config: LPIPSConfig) -> LPIPS:

