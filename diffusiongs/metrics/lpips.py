@@ -75,6 +75,9 @@ class LPIPS(nn.Module):
         # Constants, not weights: kept out of the state dict so that it holds exactly the exported tensors.
         self.register_buffer("shift", torch.tensor(INPUT_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(INPUT_SCALE).view(1, 3, 1, 1), persistent=False)
+        # Compute the layer distances with torch.compile (CUDA only): one pass over each tap instead of several,
+        # for long training runs; the first call pays the compilation (tens of seconds).
+        self.fused = False
         self.requires_grad_(False)
         self.eval()
 
@@ -106,7 +109,7 @@ class LPIPS(nn.Module):
         size = self.config.resize_to
         if size is not None and images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-        distance = _fused_layer_distance() if images.is_cuda else _layer_distance
+        distance = _fused_layer_distance() if self.fused and images.is_cuda else _layer_distance
         per_layer = [distance(*tap.chunk(2), head.weight)
                      for tap, head in zip(self.features(images), self.heads, strict=True)]
         return torch.stack(per_layer).sum(dim=0).view(batch_shape)
@@ -130,8 +133,8 @@ def _layer_distance(
 
 @functools.cache
 def _fused_layer_distance():
-    """:func:`_layer_distance` compiled into one pass over the features (on GPUs, where its elementwise work on
-    full-resolution VGG features otherwise costs more than the convolutions)."""
+    """:func:`_layer_distance` compiled into one pass over the features (its elementwise work on full-resolution
+    VGG features is a large share of the loss's GPU time)."""
     return torch.compile(_layer_distance, dynamic=True)
 
 

@@ -201,6 +201,7 @@ class Trainer:
                       "or set DIFFUSIONGS_LPIPS_WEIGHTS); training with L2 only")
             return None
         if self.device.type == "cuda":
+            lpips.fused = self.cfg.compile  # compiled distances pay off only in runs that compile anyway
             return lpips.to(self.device, memory_format=torch.channels_last)  # NHWC: cuDNN's fastest convolutions
         return lpips.to(self.device)
 
