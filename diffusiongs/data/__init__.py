@@ -10,6 +10,7 @@ Modules:
     view_selection   condition / noisy / novel view choice (paper constraints, official orbit, random)
     dataset          MultiViewDataset (any reader -> training samples), MixedDataset (objects + scenes)
     gl, meshes, procedural, capture, jobs, synth, render_meshes, objaverse, convert, preview   dataset makers
+    surface          ground-truth surface samples of objects (geometry metrics)
 """
 
 from diffusiongs.data.dataset import MixedDataset, MultiViewDataset, SampleConfig, dataloader

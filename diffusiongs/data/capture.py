@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from diffusiongs.data.gl import Lighting, MeshRenderer, RasterConfig, RenderMesh, configure_llvmpipe_threads
-from diffusiongs.data.store import RenderedViews, build_manifest, write_item
+from diffusiongs.data.store import RenderedViews, build_manifest, write_item, write_surface
+from diffusiongs.data.surface import DEFAULT_SURFACE_POINTS, visible_surface_samples
 from diffusiongs.data.types import Domain
 from diffusiongs.geometry.camera import Cameras, orbit_cameras, random_sphere_cameras
 
@@ -48,6 +49,9 @@ class OutputConfig:
     """MSAA samples per pixel: alpha is exact coverage in steps of 1/samples (0 = aliased, binary alpha)."""
     depth: bool = False
     """Also write uint16 depth PNGs (camera z)."""
+    surface_points: int = DEFAULT_SURFACE_POINTS
+    """Objects: store up to this many ground-truth surface points (surface.npy, for Chamfer/F-score), drawn
+    uniformly by area from the normalised mesh and kept where one of the object's views sees them; 0 = none."""
     workers: int = os.cpu_count() or 1
     """Worker processes, one GL context each."""
     progress: bool = True
@@ -87,13 +91,24 @@ def init_renderer(raster: RasterConfig, workers: int) -> None:
 
 
 def render_item(directory: Path, item_id: str, domain: Domain, mesh: RenderMesh, cameras: Cameras,
-                groups: tuple[str, ...], lighting: Lighting, depth: bool, meta: dict[str, Any]) -> int:
-    """Render ``mesh`` with this process's renderer and write the item; returns the number of views."""
+                groups: tuple[str, ...], lighting: Lighting, depth: bool, meta: dict[str, Any],
+                surface_points: int = 0) -> int:
+    """Render ``mesh`` with this process's renderer and write the item; returns the number of views.
+
+    Objects with ``surface_points > 0`` also get their seen surface samples (judged on the rendered depth),
+    written before cameras.json so that a finished item always has them.
+    """
     if _renderer is None:
         raise RuntimeError("render_item: call init_renderer first (the jobs' worker initialiser does)")
-    out = _renderer.render(mesh, cameras, lighting, with_depth=depth)
+    with_surface = domain == "object" and surface_points > 0
+    out = _renderer.render(mesh, cameras, lighting, with_depth=depth or with_surface)
+    if with_surface:
+        points = visible_surface_samples(mesh, cameras, out.depth, surface_points, item_id)
+        write_surface(directory, points)
+        meta = {**meta, "surface_points": len(points)}
     pixels = out.rgba if domain == "object" else out.rgba[..., :3]
-    write_item(directory, item_id, domain, RenderedViews(pixels, cameras, groups, out.depth), meta)
+    write_item(directory, item_id, domain, RenderedViews(pixels, cameras, groups, out.depth if depth else None),
+               meta)
     return len(groups)
 
 

@@ -89,7 +89,7 @@ def _render_mesh(task: Task) -> int:
     meta = {"generator": "diffusiongs data render", "source": str(job.source), "faces": mesh.num_faces,
             "up_axis": cfg.up_axis}
     return render_item(task.directory, task.item_id, "object", mesh, cameras, groups, Lighting(), cfg.output.depth,
-                       meta)
+                       meta, cfg.output.surface_points)
 
 
 def _mesh_paths(config: MeshRenderConfig) -> list[Path]:

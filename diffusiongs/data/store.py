@@ -6,6 +6,7 @@ Layout::
     ROOT/objects/<item_id>/cameras.json     cameras and view list, written last: its presence marks a finished item
     ROOT/objects/<item_id>/images/00000.png RGBA (objects, straight alpha) or RGB (scenes), uint8
     ROOT/objects/<item_id>/depth/00000.png  optional uint16 camera z in units of ``depth_unit`` (0 = unknown)
+    ROOT/objects/<item_id>/surface.npy      optional float32 [P, 3] points on the seen surface (geometry metrics)
     ROOT/scenes/<item_id>/...               the same for scenes
 
 Cameras are stored in the conventions of docs/conventions.md (OpenCV camera-to-world, intrinsics in pixels,
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 FORMAT = "diffusiongs-multiview"
 FORMAT_VERSION = 1
 CAMERAS_FILE = "cameras.json"
+SURFACE_FILE = "surface.npy"
 MANIFEST_FILE = "manifest.json"
 DOMAIN_FOLDERS: dict[Domain, str] = {"object": "objects", "scene": "scenes"}
 SPLITS = ("train", "val", "test")
@@ -137,6 +139,24 @@ def write_item(directory: Path, item_id: str, domain: Domain, views: RenderedVie
         "width": views.cameras.width, "height": views.cameras.height,
         "depth_unit": depth_unit if views.depths is not None else None,
         "views": records, "meta": meta or {}})
+
+
+def write_surface(directory: Path, points: Float[np.ndarray, "p 3"]) -> None:
+    """Store an object's ground-truth surface samples (world frame of its cameras) as ``surface.npy``."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(points, dtype=np.float32), allow_pickle=False)
+    atomic_write_bytes(directory / SURFACE_FILE, buffer.getvalue())
+
+
+def read_surface(path: Path) -> Float[torch.Tensor, "p 3"]:
+    """Surface samples written by :func:`write_surface`; InputError naming the file when it is not ``[P, 3]``."""
+    try:
+        points = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read surface samples ({err})") from err
+    if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0 or not np.isfinite(points).all():
+        raise InputError(f"{path}: expected finite float points [P, 3] with P > 0, got shape {points.shape}")
+    return torch.from_numpy(points.astype(np.float32))
 
 
 # ----------------------------------------------------------------------------------------------- manifest
@@ -271,6 +291,14 @@ class NativeReader:
 
     def cameras(self, index: int) -> Cameras:
         return self._record(index).cameras
+
+    def surface(self, index: int) -> Float[torch.Tensor, "p 3"] | None:
+        """The object's ground-truth surface samples (``surface.npy``, in the frame of :meth:`cameras`), or None
+        when the item has none (scenes, datasets made before the file existed, ``--surface-points 0``)."""
+        path = self.root / self._paths[self._ids[index]] / SURFACE_FILE
+        if self.domain != "object" or not path.is_file():
+            return None
+        return read_surface(path)
 
     def load(self, index: int, views: Sequence[int] | None = None) -> MultiViewExample:
         record = self._record(index)

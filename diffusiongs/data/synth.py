@@ -70,7 +70,7 @@ def _make_item(task: Task) -> int:
         mesh = procedural.random_object(rng, cfg.object_style)
         cameras, groups = object_cameras(cfg.camera, cfg.output.res, rng)
         return render_item(task.directory, task.item_id, "object", mesh, cameras, groups,
-                           procedural.random_lighting(rng), cfg.output.depth, meta)
+                           procedural.random_lighting(rng), cfg.output.depth, meta, cfg.output.surface_points)
     mesh, cameras, lighting = procedural.random_scene(rng, cfg.camera.views, cfg.output.res, cfg.scene_style,
                                                       cfg.object_style)
     return render_item(task.directory, task.item_id, "scene", mesh, cameras, ("train",) * cfg.camera.views,

@@ -1,0 +1,148 @@
+"""Run a predictor over prepared cases and collect per-item scores, the skipped items and contact-sheet images."""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm import tqdm
+
+from diffusiongs.evaluation.predictors import Predictor
+from diffusiongs.evaluation.protocol import EvalCase, Skipped
+from diffusiongs.evaluation.scoring import GeometryConfig, geometry_scores, image_scores
+
+log = logging.getLogger(__name__)
+
+IMAGE_METRICS = ("psnr", "ssim", "lpips")
+GEOMETRY_METRICS = ("chamfer", "f_score", "precision", "recall")
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """Scores of one item: image metrics are means over its target views (per view in ``views``)."""
+
+    item_id: str
+    target_views: tuple[int, ...]
+    psnr: float
+    ssim: float
+    lpips: float | None
+    """None when LPIPS weights are absent."""
+    chamfer: float | None
+    """Geometry is None without surface samples or without predicted Gaussians (image-only baselines)."""
+    f_score: float | None
+    precision: float | None
+    recall: float | None
+    num_points: int | None
+    """Gaussians that took part in the geometry metrics."""
+    seconds: float
+    """Generation time."""
+    views: dict[str, list[float] | None]
+    """``psnr``/``ssim``/``lpips`` of every target view."""
+
+
+@dataclass(frozen=True)
+class SheetEntry:
+    """Images of one item for the contact sheet (a subset of its target views)."""
+
+    item_id: str
+    condition: Float[Tensor, "3 h w"]
+    targets: Float[Tensor, "s 3 h w"]
+    renders: Float[Tensor, "s 3 h w"]
+
+
+@dataclass
+class EvalResult:
+    """Everything an evaluation produced; ``info`` holds the settings the report states."""
+
+    items: list[ItemResult] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    sheet: list[SheetEntry] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """Means over scored items (geometry over items that have it; None where nothing was measured)."""
+        out: dict[str, Any] = {"items": len(self.items), "skipped": len(self.skipped),
+                               "views": sum(len(i.target_views) for i in self.items)}
+        for name in (*IMAGE_METRICS, *GEOMETRY_METRICS):
+            values = [getattr(i, name) for i in self.items]
+            present = [v for v in values if v is not None]
+            # LPIPS is all-or-nothing (weights present or not); geometry is averaged where it exists.
+            out[name] = _mean(present) if present and (name in GEOMETRY_METRICS or len(present) == len(values)) \
+                else None
+        out["geometry_items"] = sum(i.chamfer is not None for i in self.items)
+        seconds = [i.seconds for i in self.items]
+        out["seconds_mean"] = _mean(seconds) if seconds else None
+        out["seconds_median"] = statistics.median(seconds) if seconds else None
+        out["psnr_by_view"] = self.psnr_by_view()
+        return out
+
+    def psnr_by_view(self) -> dict[str, float]:
+        """Mean PSNR of each target view index over the items that score it (e.g. by azimuth on the orbit)."""
+        by_view: dict[int, list[float]] = {}
+        for item in self.items:
+            for view, value in zip(item.target_views, item.views["psnr"]):
+                by_view.setdefault(view, []).append(value)
+        return {str(v): _mean(by_view[v]) for v in sorted(by_view)}
+
+
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def sheet_indices(num_targets: int, count: int) -> list[int]:
+    """``count`` target indices spread evenly over ``num_targets`` (all of them when there are fewer)."""
+    if count >= num_targets:
+        return list(range(num_targets))
+    return sorted({round(k * (num_targets - 1) / max(count - 1, 1)) for k in range(count)})
+
+
+def score_case(case: EvalCase, predictor: Predictor, lpips: torch.nn.Module | None,
+               geometry: GeometryConfig | None) -> tuple[ItemResult, Float[Tensor, "t 3 h w"]]:
+    """Predict one case and score it; returns the result and the predicted target views (on the CPU)."""
+    prediction = predictor.predict(case)
+    renders = prediction.renders.detach().float().cpu()
+    images = image_scores(renders, case.targets, lpips)
+    geo = None
+    if geometry is not None and case.surface is not None and prediction.gaussians is not None:
+        geo = geometry_scores(prediction.gaussians, case.surface, geometry)
+    result = ItemResult(
+        item_id=case.item_id, target_views=case.target_views, psnr=_mean(images.psnr), ssim=_mean(images.ssim),
+        lpips=None if images.lpips is None else _mean(images.lpips),
+        chamfer=None if geo is None else geo.chamfer, f_score=None if geo is None else geo.f_score,
+        precision=None if geo is None else geo.precision, recall=None if geo is None else geo.recall,
+        num_points=None if geo is None else geo.num_points, seconds=prediction.seconds,
+        views={"psnr": images.psnr, "ssim": images.ssim, "lpips": images.lpips})
+    return result, renders
+
+
+def evaluate(predictor: Predictor, cases: Iterable[EvalCase | Skipped], lpips: torch.nn.Module | None = None,
+             geometry: GeometryConfig | None = GeometryConfig(), sheet_items: int = 4, sheet_views: int = 5,
+             progress: bool = False) -> EvalResult:
+    """Score every case; :class:`Skipped` entries are collected (their loader already logged them).
+
+    Args:
+        lpips: an LPIPS-VGG module (:func:`diffusiongs.metrics.load_lpips`), or None to report LPIPS as n/a.
+        geometry: how to score geometry, or None to skip it.
+        sheet_items, sheet_views: the first ``sheet_items`` scored items and ``sheet_views`` of their targets go
+            to the contact sheet.
+    """
+    result = EvalResult(info=dict(predictor.describe()))
+    for case in tqdm(cases, desc="evaluate", unit="item", disable=not progress):
+        if isinstance(case, Skipped):
+            result.skipped.append(case)
+            continue
+        item, renders = score_case(case, predictor, lpips, geometry)
+        result.items.append(item)
+        log.info("%s: PSNR %.2f SSIM %.4f", item.item_id, item.psnr, item.ssim)
+        if len(result.sheet) < sheet_items:
+            chosen = sheet_indices(len(case.target_views), sheet_views)
+            result.sheet.append(SheetEntry(case.item_id, case.condition.cpu(), case.targets[chosen].cpu(),
+                                           renders[chosen]))
+    return result

@@ -1,0 +1,93 @@
+"""Scores of one evaluated item: image metrics per target view, geometry of the predicted Gaussians."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from diffusiongs.gaussians import Gaussians
+from diffusiongs.metrics import chamfer_distance, f_score, psnr, ssim
+from diffusiongs.metrics.geometry import DEFAULT_F_SCORE_THRESHOLD
+
+LPIPS_CHUNK = 8
+"""Views per LPIPS call (VGG16 at 256^2 holds ~0.5 GB of activations per view)."""
+
+
+@dataclass(frozen=True)
+class GeometryConfig:
+    """Chamfer distance and F-score between the predicted Gaussians and the ground-truth surface samples."""
+
+    f_score_threshold: float = DEFAULT_F_SCORE_THRESHOLD
+    """F-score distance threshold in world units (objects fill [-1, 1]^3: 0.05 is 2.5 % of the box side)."""
+    min_opacity: float = 0.02
+    """Gaussians at or below this opacity are dropped (the official exporter's threshold); the others count with
+    their opacity as weight in the prediction-to-surface terms (precision, accuracy)."""
+    max_points: int = 20_000
+    """Random subsets (seeded) of at most this many Gaussians and surface points bound the exact (brute-force)
+    nearest-neighbour search at max_points^2 distance pairs per direction."""
+    seed: int = 0
+    """Seed of those subsets."""
+
+
+@dataclass(frozen=True)
+class ImageScores:
+    """Per target view, in the order of the case's targets (``lpips`` None without LPIPS weights)."""
+
+    psnr: list[float]
+    ssim: list[float]
+    lpips: list[float] | None
+
+
+@dataclass(frozen=True)
+class GeometryScores:
+    chamfer: float
+    """Symmetric Chamfer-L1 (mean of the two mean nearest-neighbour distances), world units."""
+    f_score: float
+    precision: float
+    recall: float
+    num_points: int
+    """Gaussians that took part (after the opacity cut and the subset)."""
+
+
+@torch.no_grad()
+def image_scores(pred: Float[Tensor, "t 3 h w"], target: Float[Tensor, "t 3 h w"],
+                 lpips: torch.nn.Module | None) -> ImageScores:
+    """PSNR, SSIM (both on [0, 1]-clamped images) and LPIPS-VGG of every target view."""
+    lpips_values = None
+    if lpips is not None:
+        device = next(lpips.parameters()).device
+        lpips_values = torch.cat([lpips(p.to(device), t.to(device)).cpu()
+                                  for p, t in zip(pred.split(LPIPS_CHUNK), target.split(LPIPS_CHUNK))]).tolist()
+    return ImageScores(psnr=psnr(pred, target).tolist(), ssim=ssim(pred, target).tolist(), lpips=lpips_values)
+
+
+def _subset(count: int, limit: int, generator: torch.Generator) -> Tensor | None:
+    return None if count <= limit else torch.randperm(count, generator=generator)[:limit]
+
+
+@torch.no_grad()
+def geometry_scores(gaussians: Gaussians, surface: Float[Tensor, "p 3"], cfg: GeometryConfig) -> GeometryScores:
+    """Opacity-weighted Gaussian centres against surface samples (both in one world frame, on any device).
+
+    Without any Gaussian above ``min_opacity`` nothing was predicted: Chamfer is inf and the F-score 0.
+    """
+    keep = gaussians.opacities > cfg.min_opacity
+    means, weights = gaussians.means[keep].float(), gaussians.opacities[keep].float()
+    if len(means) == 0:
+        return GeometryScores(chamfer=math.inf, f_score=0.0, precision=0.0, recall=0.0, num_points=0)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    chosen = _subset(len(means), cfg.max_points, generator)
+    if chosen is not None:
+        means, weights = means[chosen.to(means.device)], weights[chosen.to(means.device)]
+    surface = surface.to(means.device, torch.float32)
+    chosen = _subset(len(surface), cfg.max_points, generator)
+    if chosen is not None:
+        surface = surface[chosen.to(surface.device)]
+    fs = f_score(means, surface, cfg.f_score_threshold, pred_weights=weights)
+    return GeometryScores(chamfer=float(chamfer_distance(means, surface, pred_weights=weights)),
+                          f_score=float(fs.f_score), precision=float(fs.precision), recall=float(fs.recall),
+                          num_points=len(means))
