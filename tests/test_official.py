@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from diffusiongs.cli.main import entrypoint
+from diffusiongs.diffusion import SamplerConfig
 from diffusiongs.errors import InputError
 from diffusiongs.gaussians import GAUSSIAN_LAYOUT
 from diffusiongs.geometry import Cameras, OrbitRig, random_sphere_cameras
+from diffusiongs.inference.pipeline import ExportFilter, GenerateConfig, Pipeline
 from diffusiongs.official import (
     builtin_camera_template,
     fit_camera_template,
@@ -332,6 +334,20 @@ def test_cli_writes_a_model_folder_that_loads_strictly_and_generates_finite_gaus
                                      torch.ones(1, dtype=torch.bool)).gaussians
     assert gs.num_gaussians == GLOBALS + VIEWS * RES * RES
     assert all(torch.isfinite(getattr(gs, f)).all() for f in ("means", "quats", "scales", "opacities", "colors"))
+
+
+def test_pipeline_loads_an_official_checkpoint_file_directly(tmp_path):
+    """`generate --checkpoint obj_ckpt_512.ckpt` goes through Pipeline.from_pretrained on the file (here sampled at
+    16 px instead of the model's 512, which is all the same to the network)."""
+    ckpt = save(lightning_checkpoint(official_tensors("object")), tmp_path / "obj_ckpt_512.ckpt")
+    pipeline = Pipeline.from_pretrained(ckpt, device="cpu")
+    assert pipeline.cfg.resolution == 512 and pipeline.cfg.denoiser.decoders == ("object",)
+    cameras = pipeline.cfg.object_rig.cameras(VIEWS, RES)
+    gen = GenerateConfig(sampler=SamplerConfig("ddpm", 2), export=ExportFilter(min_opacity=0.02, crop_box=0.91))
+    raw, _ = pipeline.generate_from_condition(torch.rand(3, RES, RES), cameras, gen)
+    kept = gen.export.apply(raw)
+    assert raw.num_gaussians == GLOBALS + VIEWS * RES * RES
+    assert (kept.means.abs() <= 0.91).all() and (kept.opacities > 0.02).all()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -141,3 +141,13 @@ def test_init_from_loads_weights_for_a_new_stage(tmp_path):
     second._restore()
     for (name, a), b in zip(first.ema.items(), second.model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_training_can_start_from_the_shipped_demo_model(tmp_path):
+    demo = Path(__file__).resolve().parents[1] / "diffusiongs" / "assets" / "demo_model"
+    trainer = Trainer(TrainConfig(out=tmp_path / "run", preset="small", init_from=demo, device="cpu", progress=False),
+                      BlobDataset(num_items=1))
+    trainer._restore()
+    shipped = load_file(str(demo / "model.safetensors"))
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, shipped[name].float()), name
