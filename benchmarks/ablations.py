@@ -28,6 +28,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,9 @@ class AblationConfig:
     batch_size: int = 8
     num_workers: int = 4
     """DataLoader workers per training."""
+    parallel: int = 1
+    """Variants trained (and evaluated) at the same time on the one device: a small model leaves most of a GPU
+    idle, so several runs side by side finish sooner; each row's minutes then overlap the others'."""
     lr: float = 4e-4
     warmup_steps: int = 100
     """LR warm-up steps (the paper's 2000 are for 100K-step runs)."""
@@ -247,6 +251,13 @@ def _evaluate(cfg: AblationConfig, name: str) -> dict[str, Any]:
     return json.loads(summary.read_text()) if ok and summary.is_file() else {}
 
 
+def _train_and_evaluate(cfg: AblationConfig, variant: Variant) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": variant.name, "label": variant.label, "flags": list(variant.flags)}
+    row.update(_train(cfg, variant))
+    row["summary"] = _evaluate(cfg, variant.name) if row["train_ok"] else {}
+    return row
+
+
 def table_row(label: str, row: dict[str, Any]) -> list[str]:
     """Metrics, steps reached and training minutes of one row (``failed`` where no evaluation exists)."""
     metrics = row.get("summary", {}).get("metrics")
@@ -260,13 +271,14 @@ def write_tables(cfg: AblationConfig, rows: list[dict[str, Any]], commands: list
     first = next((r["summary"] for r in rows if r.get("summary")), {})
     settings = first.get("settings", {})
     headers = ["variant", "PSNR ↑", "SSIM ↑", "LPIPS ↓", "Chamfer ↓", "F-score ↑", "steps", "train min"]
+    side_by_side = f"; {cfg.parallel} variants trained side by side on one device" if cfg.parallel > 1 else ""
     budget = f"{cfg.steps} steps" + ("" if cfg.budget_minutes is None else f" or {cfg.budget_minutes} min")
     machines = "; ".join(f"{r['machine']['device']}, {r['machine']['cpu_count']} CPU cores, torch "
                          f"{r['machine']['torch']}, {r['date']}" for r in runs)
     text = "\n".join([
         "# Ablations (paper Table 2 steps, small scale)", "",
         f"Preset `{cfg.preset}` at {resolution(cfg)} px, batch {cfg.batch_size}, {budget} per variant, "
-        f"seed {cfg.seed}, LR {cfg.lr} (warm-up {cfg.warmup_steps}), no EMA. Evaluation: "
+        f"seed {cfg.seed}, LR {cfg.lr} (warm-up {cfg.warmup_steps}), no EMA{side_by_side}. Evaluation: "
         f"{settings.get('protocol', 'see docs/RESULTS.md')}; {cfg.eval_sampler} with {cfg.eval_steps} steps, "
         f"seed {cfg.seed} (the deterministic row: one pass); "
         f"LPIPS: {settings.get('LPIPS', 'n/a')}; {settings.get('data', '')}.",
@@ -281,7 +293,7 @@ def write_tables(cfg: AblationConfig, rows: list[dict[str, Any]], commands: list
     return cfg.out / "ablations.md"
 
 
-MERGE_IGNORED = {"out", "variants", "merge", "dry_run", "data_workers"}
+MERGE_IGNORED = {"out", "variants", "merge", "dry_run", "data_workers", "parallel"}
 """Settings that may differ between the invocations merged into one table (`data synth` makes the same items
 whatever the number of workers)."""
 
@@ -330,12 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.data is None and not run_logged(synth_command(cfg), cfg.out / "logs" / "data.log")[0]:
         return 1
     check_splits(cfg)
-    rows = []
-    for variant in chosen:
-        row: dict[str, Any] = {"name": variant.name, "label": variant.label, "flags": list(variant.flags)}
-        row.update(_train(cfg, variant))
-        row["summary"] = _evaluate(cfg, variant.name) if row["train_ok"] else {}
-        rows.append(row)
+    with ThreadPoolExecutor(max_workers=max(1, cfg.parallel)) as pool:  # threads only wait on subprocesses
+        rows = list(pool.map(lambda variant: _train_and_evaluate(cfg, variant), chosen))
     if with_copy:
         rows.append({"name": COPY_BASELINE, "label": "copy-condition baseline (no training)", "flags": [],
                      "summary": _evaluate(cfg, COPY_BASELINE)})

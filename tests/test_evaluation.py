@@ -399,7 +399,8 @@ def test_ablations_run_end_to_end_on_cpu(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ablations.py"), "--out", str(out), "--preset", "tiny",
                     "--resolution", "32", "--objects", "6", "--scenes", "4", "--views", "12", "--test-fraction", "0.5",
                     "--mixed", "--steps", "2", "--batch-size", "1", "--num-workers", "0", "--point-warmup-steps", "1",
-                    "--warmup-steps", "1", "--eval-limit", "1", "--eval-steps", "2", "--data-workers", "1"],
+                    "--warmup-steps", "1", "--eval-limit", "1", "--eval-steps", "2", "--data-workers", "1",
+                    "--parallel", "2"],
                    check=True, cwd=ROOT)
     payload = json.loads((out / "ablations.json").read_text())
     assert [r["name"] for r in payload["rows"]] == ["baseline", "diffusion", "point-loss", "mixed", "rppc",
