@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from diffusiongs.configio import config_from_dict, config_to_dict  # noqa: E402
 from diffusiongs.data.store import atomic_write_bytes, read_manifest  # noqa: E402
 from diffusiongs.diffusion.samplers import SamplerName  # noqa: E402
-from diffusiongs.errors import InputError  # noqa: E402
+from diffusiongs.errors import InputError, exit_with  # noqa: E402
 from diffusiongs.evaluation.report import (  # noqa: E402
     DIGITS,
     SUMMARY_JSON,
@@ -355,8 +355,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except InputError as err:
-        print(f"ablations: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    exit_with(main, "ablations")

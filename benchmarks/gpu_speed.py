@@ -248,6 +248,24 @@ def bench_matmul() -> float:
     return 2 * 8192**3 / (ms / 1e3) / 1e12
 
 
+def run_variants(names: str, bench, describe) -> list[dict]:
+    """Run ``bench`` on each comma-separated variant, printing ``describe(name, result)``; a failing variant is
+    recorded with its error and must not lose the others' numbers."""
+    results = []
+    for name in filter(None, names.split(",")):
+        try:
+            result = bench(name)
+            results.append(result)
+            print(describe(name, result), flush=True)
+        except Exception:
+            traceback.print_exc()
+            results.append({"variant": name, "error": traceback.format_exc(limit=3)})
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "gpu_speed.json"))
@@ -276,33 +294,12 @@ def main() -> None:
     if on_gpu:
         report["matmul_bf16_tflops"] = bench_matmul()
         print(f"bf16 8192^3 matmul: {report['matmul_bf16_tflops']:.0f} TFLOP/s", flush=True)
-    report["train"] = []
-    for name in filter(None, args.train_variants.split(",")):
-        try:
-            r = bench_train(name, args)
-            report["train"].append(r)
-            print(f"train {name}: {r['step_ms']:.0f} ms/step, {r['samples_per_s']:.1f} samples/s, "
-                  f"MFU {100 * r['mfu']:.1f} %, peak {r['peak_mem_gb']:.1f} GB, render {r['render_ms']:.1f} ms",
-                  flush=True)
-        except Exception:  # keep going: one failing variant must not lose the others' numbers
-            traceback.print_exc()
-            report["train"].append({"variant": name, "error": traceback.format_exc(limit=3)})
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    report["sample"] = []
-    for spec in filter(None, args.sample_variants.split(",")):
-        try:
-            r = bench_sampling(spec, args)
-            report["sample"].append(r)
-            print(f"sample {spec}: {r['seconds_per_object']:.3f} s/object ({args.sample_steps} DDIM steps; "
-                  f"warm-up {r['warmup_s']:.1f} s)", flush=True)
-        except Exception:
-            traceback.print_exc()
-            report["sample"].append({"variant": spec, "error": traceback.format_exc(limit=3)})
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    report["train"] = run_variants(args.train_variants, lambda name: bench_train(name, args), lambda name, r: (
+        f"train {name}: {r['step_ms']:.0f} ms/step, {r['samples_per_s']:.1f} samples/s, MFU {100 * r['mfu']:.1f} %, "
+        f"peak {r['peak_mem_gb']:.1f} GB, render {r['render_ms']:.1f} ms"))
+    report["sample"] = run_variants(args.sample_variants, lambda spec: bench_sampling(spec, args), lambda spec, r: (
+        f"sample {spec}: {r['seconds_per_object']:.3f} s/object ({args.sample_steps} DDIM steps; "
+        f"warm-up {r['warmup_s']:.1f} s)"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print("\n| variant | step ms | samples/s | MFU | peak GB | render ms |\n|---|---|---|---|---|---|")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from diffusiongs.configio import config_to_dict  # noqa: E402
 from diffusiongs.data.store import atomic_write_bytes  # noqa: E402
 from diffusiongs.diffusion import SAMPLERS, SamplerConfig  # noqa: E402
-from diffusiongs.errors import InputError  # noqa: E402
+from diffusiongs.errors import InputError, exit_with  # noqa: E402
 from diffusiongs.evaluation import (  # noqa: E402
     EvalCase,
     ModelPredictor,
@@ -162,8 +162,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except InputError as err:
-        print(f"solver_sweep: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    exit_with(main, "solver_sweep")

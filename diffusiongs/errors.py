@@ -3,6 +3,21 @@
 Messages name the file (or option) and what is wrong with it, e.g. ``"model.ply: header ends before 'end_header'"``.
 """
 
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
 
 class InputError(ValueError):
     """A file, folder or option that cannot be used as given."""
+
+
+def exit_with(main: Callable[[], int], prog: str) -> NoReturn:
+    """Exit with ``main()``'s code; an :class:`InputError` becomes one line on stderr (``PROG: error: ...``) and exit
+    code 2, as in the ``diffusiongs`` command, instead of a traceback. For the scripts beside the package."""
+    try:
+        code = main()
+    except InputError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        code = 2
+    sys.exit(code)

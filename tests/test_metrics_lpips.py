@@ -7,6 +7,7 @@ import math
 import os
 import pickle
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -264,8 +265,11 @@ def test_command_line_export(jax_file, tmp_path, capsys):
     assert lpips_module.main(["--export", str(out), "--dtype", "float32", "--weights", str(jax_file)]) == 0
     assert "wrote" in capsys.readouterr().out
     assert all(t.dtype == torch.float32 for t in load_file(out).values())
-    assert lpips_module.main(["--export", str(out), "--weights", str(tmp_path / "missing.ckpt")]) == 2
-    assert "not found" in capsys.readouterr().err
+    missing = subprocess.run([sys.executable, "-m", "diffusiongs.metrics.lpips", "--export", str(out), "--weights",
+                              str(tmp_path / "missing.ckpt")], capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("python -m diffusiongs.metrics.lpips: error: ")
+    assert "not found" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
 
 
 def test_lookup_order(jax_file, tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ from jaxtyping import Float
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from diffusiongs.errors import InputError
+from diffusiongs.errors import InputError, exit_with
 from diffusiongs.metrics.weights import (
     WEIGHTS_ENV_VAR,
     WeightsNotFoundError,
@@ -205,16 +205,11 @@ class ExportArgs:
 def main(argv: list[str] | None = None) -> int:
     import tyro  # only the command line needs it
 
-
     args = tyro.cli(ExportArgs, args=sys.argv[1:] if argv is None else argv, prog="python -m diffusiongs.metrics.lpips")
-    try:
-        out = export_lpips_safetensors(args.export, getattr(torch, args.dtype), args.weights)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    out = export_lpips_safetensors(args.export, getattr(torch, args.dtype), args.weights)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main, "python -m diffusiongs.metrics.lpips")
