@@ -3,6 +3,8 @@ its own contracts (background, culling, deferred backprop, autocast)."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from render_reference import reference_render
@@ -184,6 +186,19 @@ def test_deferred_matches_plain_rendering(backend):
                                    msg=lambda m, n=name: f"{n}: {m}")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradients_are_the_same_bits_on_every_run(backend):
+    """Exact resumption of a training run needs a deterministic backward: every Gaussian here is seen by 8 views,
+    and its gradient sums their contributions."""
+    gaussians, cameras = random_scene(batch=1, views=8, n=1000, width=24, height=24)
+    background = torch.rand(1, 8, 3)
+    runs = [render_and_grad(lambda g, bg: as_tuple(render(g, cameras, bg, RenderConfig(backend=backend))),
+                            gaussians, background)[1] for _ in range(6)]
+    for grads in runs[1:]:
+        for name, ref in runs[0].items():
+            assert torch.equal(grads[name], ref), name
+
+
 def test_batch_shapes_and_validation():
     gaussians, cameras = random_scene(batch=1, views=3, n=30)
     background = torch.ones(3)
@@ -229,7 +244,8 @@ def test_projection_matches_gsplat_torch_reference():
 @pytest.mark.cuda
 @pytest.mark.parametrize("scene", [random_scene, stacked_scene])
 def test_gsplat_matches_our_backends(scene):
-    """gsplat on the GPU against the torch backend on the GPU and the numba kernels on the CPU."""
+    """gsplat on the GPU against the torch backend on the GPU and on the CPU, and the numba kernels on the CPU where
+    numba is installed (the lent GPU machines lack it; tests/test_render.py checks those kernels on the CPU)."""
     pytest.importorskip("gsplat")
     gaussians, cameras = scene()
     background = torch.tensor([0.3, 0.6, 0.9])
@@ -242,7 +258,8 @@ def test_gsplat_matches_our_backends(scene):
         return [o.cpu().double() for o in out], {k: v.cpu().double() for k, v in grads.items()}
 
     gsplat_out, gsplat_grads = run("gsplat", "cuda")
-    for backend, device in (("torch", "cuda"), ("cpu", "cpu")):
+    candidates = [("torch", "cuda"), ("torch", "cpu")] + ([("cpu", "cpu")] if importlib.util.find_spec("numba") else [])
+    for backend, device in candidates:
         out, grads = run(backend, device)
         for name, got, ref in zip(("rgb", "alpha", "depth"), out, gsplat_out, strict=True):
             # Float32 fast-math exp on the GPU can flip the 1/255 threshold at a rare pixel: bound the worst pixel
@@ -251,9 +268,11 @@ def test_gsplat_matches_our_backends(scene):
             assert (got - ref).abs().mean() < 1e-5 * max(1.0, ref.abs().max().item()), (backend, name)
         for name, ref in gsplat_grads.items():
             assert (grads[name] - ref).norm() <= 5e-3 * ref.norm(), (backend, name)
+    # gsplat's backward sums with float atomics, in an order that differs when the views are rendered one by one.
     _, deferred_grads = run("gsplat", "cuda", deferred=True)
     for name, ref in gsplat_grads.items():
-        torch.testing.assert_close(deferred_grads[name], ref, atol=1e-6 * ref.abs().max().item(), rtol=1e-5)
+        assert (deferred_grads[name] - ref).abs().max() <= 1e-4 * ref.abs().max(), name
+        assert (deferred_grads[name] - ref).norm() <= 1e-5 * ref.norm(), name
 
 
 NUMBA_CACHE_PROBE = """

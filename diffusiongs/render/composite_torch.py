@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from diffusiongs.render.config import ALPHA_MAX, ALPHA_MIN, TRANSMITTANCE_MIN
-from diffusiongs.render.projection import NUM_FEATURES, Splats, TileBins
+from diffusiongs.render.projection import NUM_FEATURES, Splats, TileBins, gather_rows
 
 CHUNK_ELEMENTS = 1 << 22
 """Budget for one chunk's ``tiles x splats x pixels`` tensors (each intermediate is this many floats)."""
@@ -23,11 +23,11 @@ def _composite_chunk(means2d: Float[Tensor, "m 2"], conics: Float[Tensor, "m 3"]
                      features: Float[Tensor, "m f"], ids: Int[Tensor, "t k"], valid: Bool[Tensor, "t k"],
                      pixels: Float[Tensor, "t p 2"]) -> tuple[Float[Tensor, "t p f"], Float[Tensor, "t p"]]:
     """Composite the depth-sorted lists ``ids`` (padding where not ``valid``) at the pixel centres ``pixels``."""
-    delta = means2d[ids][:, :, None, :] - pixels[:, None, :, :]  # [t, k, p, 2]
+    delta = gather_rows(means2d, ids)[:, :, None, :] - pixels[:, None, :, :]  # [t, k, p, 2]
     dx, dy = delta.unbind(-1)
-    a, b, c = (x[..., None] for x in conics[ids].unbind(-1))
+    a, b, c = (x[..., None] for x in gather_rows(conics, ids).unbind(-1))
     sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
-    alpha = (opacities[ids][..., None] * torch.exp(-sigma)).clamp(max=ALPHA_MAX)
+    alpha = (gather_rows(opacities, ids)[..., None] * torch.exp(-sigma)).clamp(max=ALPHA_MAX)
     accepted = valid[..., None] & (sigma >= 0) & (alpha >= ALPHA_MIN)
     alpha = torch.where(accepted, alpha, 0.0)
     with torch.no_grad():
@@ -38,7 +38,7 @@ def _composite_chunk(means2d: Float[Tensor, "m 2"], conics: Float[Tensor, "m 3"]
     trans_after = torch.cumprod(1 - alpha, dim=1)
     trans_before = torch.cat([torch.ones_like(trans_after[:, :1]), trans_after[:, :-1]], dim=1)
     weights = alpha * trans_before
-    return torch.einsum("tkp,tkf->tpf", weights, features[ids]), trans_after[:, -1]
+    return torch.einsum("tkp,tkf->tpf", weights, gather_rows(features, ids)), trans_after[:, -1]
 
 
 def _tile_pixel_centres(tiles: Int[Tensor, " t"], bins: TileBins) -> Float[Tensor, "t p 2"]:

@@ -107,6 +107,16 @@ def _ewa_jacobian(mean_c: Float[Tensor, "m 3"], K: Float[Tensor, "m 3 3"], width
     return torch.stack([fx / z, zeros, -fx * tx / (z * z), zeros, fy / z, -fy * ty / (z * z)], -1).reshape(-1, 2, 3)
 
 
+def gather_rows(x: Float[Tensor, "rows ..."], index: Int[Tensor, "..."]) -> Float[Tensor, "..."]:
+    """``x[index]`` whose backward gives the same bits on every run on the CPU.
+
+    Rows gathered more than once (a Gaussian seen by several views, a splat in several tiles) get their gradients
+    summed; advanced indexing sums them with atomic adds in an order that changes from run to run, while
+    ``index_select``'s backward adds them in index order, which exact resumption of training runs needs.
+    """
+    return x.index_select(0, index.reshape(-1)).view(*index.shape, *x.shape[1:])
+
+
 def project(gaussians: Gaussians, cameras: Cameras, cfg: RenderConfig) -> Splats:
     """Project ``gaussians`` (batch ``[b]``, N each) into ``cameras`` (batch ``[b, views]``) and cull.
 
@@ -128,7 +138,9 @@ def project(gaussians: Gaussians, cameras: Cameras, cfg: RenderConfig) -> Splats
     mean_c = mean_c_all[b, v, n]
     rot_bv = rot[b, v]
     K_bv = K[b, v]
-    cov_c = rot_bv @ covariances(gaussians.quats, gaussians.scales)[b, n] @ rot_bv.transpose(-1, -2)
+    pair = b * gaussians.num_gaussians + n  # row of (b, n) in the batch's Gaussians laid end to end
+    cov_w = gather_rows(covariances(gaussians.quats, gaussians.scales).flatten(0, 1), pair)
+    cov_c = rot_bv @ cov_w @ rot_bv.transpose(-1, -2)
     J = _ewa_jacobian(mean_c, K_bv, cameras.width, cameras.height)
     cov2d = J @ cov_c @ J.transpose(-1, -2)
     sxx = cov2d[:, 0, 0] + cfg.eps2d
@@ -136,7 +148,7 @@ def project(gaussians: Gaussians, cameras: Cameras, cfg: RenderConfig) -> Splats
     sxy = cov2d[:, 0, 1]
     det = sxx * syy - sxy * sxy
     means2d = mean_c[:, :2] / mean_c[:, 2:] * K_bv[:, [0, 1], [0, 1]] + K_bv[:, [0, 1], [2, 2]]
-    opacities = gaussians.opacities[b, n]
+    opacities = gather_rows(gaussians.opacities.flatten(), pair)
 
     with torch.no_grad():
         log_ratio = torch.log(opacities * (1.0 / ALPHA_MIN))  # alpha >= 1/255 exactly where sigma <= log_ratio
@@ -151,7 +163,7 @@ def project(gaussians: Gaussians, cameras: Cameras, cfg: RenderConfig) -> Splats
 
     safe_det = det[rows]
     conics = torch.stack([syy[rows] / safe_det, -sxy[rows] / safe_det, sxx[rows] / safe_det], -1)
-    features = torch.cat([gaussians.colors[b[rows], n[rows]], mean_c[rows, 2:]], -1)
+    features = torch.cat([gather_rows(gaussians.colors.flatten(0, 1), pair[rows]), mean_c[rows, 2:]], -1)
     return Splats(image_ids=b[rows] * num_views + v[rows], gaussian_ids=n[rows], means2d=means2d[rows], conics=conics,
                   opacities=opacities[rows], features=features, radii=radii[rows].to(torch.int32),
                   extents=extents[rows])
