@@ -72,7 +72,10 @@ class Sampler(ABC):
 
 
 def _noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    """Noise drawn on the generator's device, then moved to x's: a CPU generator gives the same noise whatever
+    device the chain runs on."""
+    device = x.device if generator is None else generator.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
 
 class DDIMSampler(Sampler):

@@ -49,6 +49,7 @@ class GenerateConfig:
 
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     seed: int = 0
+    """Seed of the sampling noise, drawn on the CPU: the same chain on every device."""
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     export: ExportFilter = field(default_factory=ExportFilter)
     elevation_deg: float | None = None
@@ -133,7 +134,8 @@ class Pipeline:
         cond = condition.to(self.device)[None, None]
         cams = cameras.reshape(1, n + 1)
         obj = torch.tensor([is_object], device=self.device)
-        generator = torch.Generator(self.device).manual_seed(cfg.seed)
+        # The noise comes from a CPU generator, so that a seed means the same chain on the CPU and on a GPU.
+        generator = torch.Generator().manual_seed(cfg.seed)
         shape = (1, n, 3, cameras.height, cameras.width)
         latest: dict[str, object] = {}
 
@@ -150,7 +152,7 @@ class Pipeline:
             predict_x0(torch.full(shape, DETERMINISTIC_INPUT, device=self.device), self.schedule.num_timesteps - 1)
         else:
             sampler = make_sampler(self.schedule, cfg.sampler)
-            x_T = torch.randn(shape, generator=generator, device=self.device)
+            x_T = torch.randn(shape, generator=generator).to(self.device)
             run_reverse_process(sampler, predict_x0, x_T, generator)
         return latest["gaussians"][0], latest["x0"][0]
 
