@@ -10,6 +10,10 @@
 set -euo pipefail
 phase=$1
 steps=${2:-0}
+case $phase in
+    sweep | probe | table) ;;
+    *) echo "gpu_ablations.sh: unknown phase '$phase' (sweep, probe or table)" >&2; exit 2 ;;
+esac
 source benchmarks/gpu_env.sh
 work=/tmp/abl
 flags=(--out "$work" --preset small --resolution 64 --objects 400 --mixed --scenes 100 --batch-size 16
@@ -40,7 +44,7 @@ elif [ "$phase" = sweep ]; then
         --test-fraction 1 --val-fraction 0 --workers 16 --no-progress
     python3 benchmarks/solver_sweep.py --checkpoint diffusiongs/assets/demo_model --data /tmp/eval \
         --out "$OUT/sweep" --limit 50 --compile --no-progress
-else
+else  # table
     python3 benchmarks/ablations.py "${flags[@]}" --parallel 6
     mkdir -p "$OUT/table" && cp "$work/ablations.md" "$work/ablations.json" "$OUT/table/"
     tar czf "$OUT/table/ablation_reports.tgz" -C "$work" eval logs
