@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if pipeline.cfg.deterministic:
         raise InputError(f"{cfg.checkpoint}: a deterministic model predicts in one pass; it has no sampler to sweep")
     loaded = list(iter_cases(open_reader(cfg.data, cfg.protocol), cfg.protocol, pipeline.cfg.resolution,
-                             pipeline.cfg.num_noisy_views))
+                             pipeline.cfg.view_layout, pipeline.cfg.num_noisy_views))
     cases = [c for c in loaded if not isinstance(c, Skipped)]
     if not cases:
         raise InputError(f"{cfg.data}: no usable {cfg.protocol.domain} items in split '{cfg.protocol.split}'")
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     header = ["# Sampler sweep", "",
               f"Model `{cfg.checkpoint}`, data `{cfg.data}` (split '{cfg.protocol.split}', {len(cases)} items, "
               f"{len(loaded) - len(cases)} skipped), {res}x{res}, seed {cfg.seed}; "
-              f"{describe_protocol(cfg.protocol, pipeline.cfg.num_noisy_views)}.",
+              f"{describe_protocol(cfg.protocol, pipeline.cfg.view_layout, pipeline.cfg.num_noisy_views)}.",
               f"LPIPS: {'n/a (no weights)' if lpips is None else 'VGG16 v0.1'}. s/object: median generation time. "
               f"Machine: {machine['device']}, torch {machine['torch']}; {date}.", f"Command: `{command}`"]
     cfg.out.mkdir(parents=True, exist_ok=True)

@@ -136,7 +136,7 @@ def make_meshes(folder: Path) -> list[Path]:
 
 def test_render_job_is_resumable_logs_failures_and_shards(renderer, tmp_path):
     paths = make_meshes(tmp_path / "meshes")
-    camera = ObjectCameraConfig(views=4, orbit_views=2)
+    camera = ObjectCameraConfig(views=4, ring_views=4, orbit_views=2)
     config = MeshRenderConfig(out=tmp_path / "out", meshes=tuple(paths), camera=camera, output=small_output())
     report = run_render(config)
     assert (report.done, report.failed, report.views) == (2, 1, 12)
@@ -160,7 +160,8 @@ def test_render_job_is_resumable_logs_failures_and_shards(renderer, tmp_path):
 def test_rendered_objects_are_normalised_on_white_with_exact_alpha(renderer, tmp_path):
     paths = make_meshes(tmp_path / "meshes")[:2]
     run_render(MeshRenderConfig(out=tmp_path / "out", meshes=tuple(paths),
-                                camera=ObjectCameraConfig(views=6, orbit_views=0), output=small_output(depth=True)))
+                                camera=ObjectCameraConfig(views=6, view_sampling="random", orbit_views=0),
+                                output=small_output(depth=True)))
     reader = NativeReader(tmp_path / "out")
     example = reader.load(0)
     assert example.images.shape == (6, 3, 32, 32)
@@ -203,7 +204,8 @@ def test_objaverse_errors_are_clear(monkeypatch, tmp_path):
 
 
 def synth_config(out: Path, workers: int = 1) -> SynthConfig:
-    return SynthConfig(out=out, objects=3, scenes=1, seed=7, camera=ObjectCameraConfig(views=5, orbit_views=2),
+    return SynthConfig(out=out, objects=3, scenes=1, seed=7,
+                       camera=ObjectCameraConfig(views=5, view_sampling="random", orbit_views=2),
                        output=small_output(workers=workers))
 
 
@@ -240,8 +242,8 @@ def test_synth_with_worker_processes_matches_in_process(renderer, tmp_path):
 
 def test_cli_synth_and_preview(renderer, tmp_path, capsys):
     out = tmp_path / "ds"
-    assert entrypoint(["data", "synth", "--out", str(out), "--objects", "2", "--views", "4", "--orbit-views", "0",
-                       "--res", "24", "--workers", "1", "--no-progress", "--val-fraction", "0",
+    assert entrypoint(["data", "synth", "--out", str(out), "--objects", "2", "--views", "4", "--ring-views", "4",
+                       "--orbit-views", "0", "--res", "24", "--workers", "1", "--no-progress", "--val-fraction", "0",
                        "--test-fraction", "0"]) == 0
     assert "2 made, 0 already done, 0 failed" in capsys.readouterr().out
     assert entrypoint(["data", "preview", str(out), "--out", str(tmp_path / "sheet.png"), "--tile", "20"]) == 0
@@ -256,7 +258,8 @@ def test_real_meshes_render_with_their_textures(renderer, tmp_path):
     paths = [ASSIMP_MODELS / "Collada/duck.dae", ASSIMP_MODELS / "glTF2/BoxTextured-glTF-Binary/BoxTextured.glb",
              ASSIMP_MODELS / "OBJ/spider.obj"]
     report = run_render(MeshRenderConfig(out=tmp_path, meshes=tuple(paths),
-                                         camera=ObjectCameraConfig(views=4, orbit_views=0), output=small_output()))
+                                         camera=ObjectCameraConfig(views=4, ring_views=4, orbit_views=0),
+                                         output=small_output()))
     assert (report.done, report.failed) == (3, 0)
     reader = NativeReader(tmp_path)
     duck = reader.load([reader.item_id(i) for i in range(3)].index("duck"))

@@ -18,9 +18,9 @@ from diffusiongs.data.store import (
     write_item,
 )
 from diffusiongs.data.types import TrainingBatch
-from diffusiongs.data.view_selection import ViewSelectionConfig
 from diffusiongs.errors import InputError
 from diffusiongs.geometry.camera import Cameras, look_at, orbit_cameras, random_sphere_cameras
+from diffusiongs.geometry.layout import ViewLayout
 
 
 def fake_views(views: int, res: int, seed: int, rgba: bool = True, depth: bool = False,
@@ -117,7 +117,7 @@ def test_missing_manifest_and_broken_cameras_are_input_errors(tmp_path):
 
 def test_training_samples_are_ordered_resized_and_collate(tmp_path):
     make_dataset(tmp_path, objects=3, views=16, res=32, depth=True)
-    config = SampleConfig(resolution=16, num_noisy=3, num_novel=4, selection=ViewSelectionConfig(mode="random"))
+    config = SampleConfig(resolution=16, num_noisy=3, num_novel=4, layout=ViewLayout(mode="random"))
     dataset = MultiViewDataset(NativeReader(tmp_path), config)
     example = dataset[0]
     assert example.images.shape == (8, 3, 16, 16) and example.masks.shape == (8, 1, 16, 16)
@@ -167,7 +167,7 @@ def test_scene_samples_are_renormalised(tmp_path):
     make_dataset(tmp_path, objects=0, scenes=1, views=10, res=16)
     dataset = MultiViewDataset(NativeReader(tmp_path, domain="scene"),
                                SampleConfig(resolution=16, num_noisy=3, num_novel=3,
-                                            selection=ViewSelectionConfig(mode="random")))
+                                            layout=ViewLayout(mode="random")))
     cams = dataset[0].cameras
     assert cams.centers.mean(0).abs().max() < 1e-5
     assert cams.centers.abs().max() == pytest.approx(1 / 1.35, rel=1e-5)
@@ -175,7 +175,7 @@ def test_scene_samples_are_renormalised(tmp_path):
 
 def test_mixed_dataset_draws_domains_at_the_set_ratio(tmp_path):
     make_dataset(tmp_path, objects=3, scenes=2, views=10, res=16)
-    config = SampleConfig(resolution=16, num_noisy=2, num_novel=2, selection=ViewSelectionConfig(mode="random"))
+    config = SampleConfig(resolution=16, num_noisy=2, num_novel=2, layout=ViewLayout(mode="random"))
     objects = MultiViewDataset(NativeReader(tmp_path, domain="object"), config)
     scenes = MultiViewDataset(NativeReader(tmp_path, domain="scene"), config)
     mixed = MixedDataset([objects, scenes], weights=[3, 1], length=400)
@@ -199,7 +199,7 @@ def test_dataloader_workers_give_the_same_samples(tmp_path):
 def test_mixed_dataset_draws_fresh_views_for_repeated_items(tmp_path):
     make_dataset(tmp_path, objects=1, views=20, res=16)
     dataset = MultiViewDataset(NativeReader(tmp_path), SampleConfig(resolution=16, num_noisy=3, num_novel=3,
-                                                                    selection=ViewSelectionConfig(mode="random")))
+                                                                    layout=ViewLayout(mode="random")))
     mixed = MixedDataset([dataset], weights=[1], length=10)
     views = {tuple(mixed[i].cameras.c2w[:, 0, 3].tolist()) for i in range(10)}
     assert len(views) > 5

@@ -22,8 +22,9 @@ def cli(*args: str) -> list[str]:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ddp") / "data"
-    subprocess.run(cli("data", "synth", "--out", str(root), "--objects", "6", "--views", "10", "--res", "32",
-                       "--workers", "1", "--no-progress", "--val-fraction", "0", "--test-fraction", "0"),
+    subprocess.run(cli("data", "synth", "--out", str(root), "--objects", "6", "--views", "10", "--view-sampling",
+                       "random", "--res", "32", "--workers", "1", "--no-progress", "--val-fraction", "0",
+                       "--test-fraction", "0"),
                    check=True, capture_output=True)
     return root
 

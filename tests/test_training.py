@@ -1,4 +1,5 @@
 import json
+import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,7 @@ from diffusiongs.diffusion import NoiseSchedule
 from diffusiongs.system import DiffusionGS, preset
 from diffusiongs.training.losses import LossConfig, point_distribution_loss
 from diffusiongs.training.step import StepConfig, draw_step_noise, train_step
-from diffusiongs.training.trainer import OptimConfig, TrainConfig, Trainer, lr_at
+from diffusiongs.training.trainer import OptimConfig, TrainConfig, Trainer, ema_decay_at, ema_warning, lr_at
 
 
 def mixed_batch(resolution: int = 16):
@@ -133,14 +134,34 @@ def test_every_preset_smoke_trains_two_steps_shrunk(tmp_path, name, monkeypatch)
     assert (tmp_path / name / "checkpoints" / "latest").is_file()
 
 
-def test_init_from_loads_weights_for_a_new_stage(tmp_path):
-    first = run(tiny_config(tmp_path / "stage1", steps=2))
-    second = Trainer(tiny_config(tmp_path / "stage2", steps=2, resolution=32,
-                                 init_from=tmp_path / "stage1" / "checkpoints" / "step_00000002"),
+@pytest.mark.parametrize("from_ema", [False, True])
+def test_init_from_loads_the_raw_weights_for_a_new_stage_unless_asked_for_the_ema(tmp_path, from_ema):
+    """A 256 -> 512 px second stage starts from the weights the first stage trained (its EMA only on request): after
+    a short first stage the EMA is still mostly its warm-up average."""
+    first = run(tiny_config(tmp_path / "stage1", steps=3))
+    second = Trainer(tiny_config(tmp_path / "stage2", steps=2, resolution=32, init_from_ema=from_ema,
+                                 init_from=tmp_path / "stage1" / "checkpoints" / "step_00000003"),
                      BlobDataset(num_items=3, num_views=6, resolution=32))
     second._restore()
-    for (name, a), b in zip(first.ema.items(), second.model.state_dict().values()):
-        assert torch.equal(a, b), name
+    expected = first.ema if from_ema else first.model.state_dict()
+    differs = False
+    for name, value in second.model.state_dict().items():
+        assert torch.equal(value, expected[name].float()), name
+        differs |= not torch.equal(first.ema[name], first.model.state_dict()[name].float())
+    assert differs  # the two choices are distinguishable
+
+
+def test_ema_warmup_forgets_the_initialisation_at_any_run_length():
+    """With the warm-up the initial weights' share of the EMA after s steps is prod_k (1+k)/(10+k) = 10! s! /
+    (s+9)! ~ 3.6e6 / s^9: negligible after a few dozen steps, whatever the decay; without it, 0.9999^s."""
+    warm = OptimConfig(ema_decay=0.9999)
+    share = math.prod(ema_decay_at(s, warm) for s in range(1, 101))
+    assert share == pytest.approx(math.factorial(10) * math.factorial(100) / math.factorial(109), rel=1e-9)
+    assert ema_warning(warm, 1000) is None
+    cold = OptimConfig(ema_decay=0.9999, ema_warmup=False)
+    assert ema_decay_at(5, cold) == 0.9999
+    assert "90%" in ema_warning(cold, 1000)
+    assert ema_warning(OptimConfig(ema_decay=None), 10) is None
 
 
 def test_training_can_start_from_the_shipped_demo_model(tmp_path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -35,6 +35,7 @@ from diffusiongs.evaluation import (
     write_report,
 )
 from diffusiongs.evaluation.report import format_value, machine_info, method_label, utc_now
+from diffusiongs.geometry.layout import ViewLayout, ViewLayoutMode
 from diffusiongs.inference.pipeline import Pipeline
 from diffusiongs.metrics.lpips import LPIPSConfig, load_lpips
 from diffusiongs.system.model import ModelConfig
@@ -77,6 +78,9 @@ class EvaluateArgs:
     """With an official .ckpt: its camera_template.pt."""
     prefer_ema: bool = True
     """Use the EMA weights of a model folder when it has them."""
+    layout: ViewLayoutMode | None = None
+    """Place the noisy views by this layout mode instead of the one the model was trained with (its
+    ``view_layout``); for diagnosis only: a model is scored fairly on its own layout."""
     compile: bool = False
     """CUDA only: torch.compile the network with CUDA graphs (the first item pays the compilation, which the median
     seconds per item leave out)."""
@@ -111,6 +115,18 @@ def _resolution(args: EvaluateArgs, pipeline: Pipeline | None) -> int:
     return resolution
 
 
+def _layout(args: EvaluateArgs, model_cfg: ModelConfig) -> ViewLayout:
+    """The model's view layout, or the ``--layout`` override (said in one line when it differs)."""
+    trained = model_cfg.view_layout
+    if args.layout is None or args.layout == trained.mode:
+        return trained
+    override = replace(trained, mode=args.layout)
+    if args.checkpoint is not None:
+        print(f"note: --layout {args.layout}: {args.checkpoint} was trained with the {trained.mode} layout; "
+              f"scoring it with the {args.layout} one", file=sys.stderr)
+    return override
+
+
 def _lpips_text(args: EvaluateArgs, found: bool) -> str:
     if not args.lpips:
         return "n/a (--no-lpips)"
@@ -135,7 +151,8 @@ def run(args: EvaluateArgs, command: str | None = None) -> tuple[EvalResult, dic
     pipeline = _load_pipeline(args, device)
     resolution = _resolution(args, pipeline)
     # A baseline without a model still builds the default rig (scenes take their noisy views from the targets).
-    num_noisy = (pipeline.cfg if pipeline is not None else ModelConfig()).num_noisy_views
+    model_cfg = pipeline.cfg if pipeline is not None else ModelConfig()
+    num_noisy, layout = model_cfg.num_noisy_views, _layout(args, model_cfg)
     reader = open_reader(args.data, args.protocol)
     if len(reader) == 0:
         raise InputError(f"{args.data}: no {args.protocol.domain} items in split '{args.protocol.split}'")
@@ -143,7 +160,7 @@ def run(args: EvaluateArgs, command: str | None = None) -> tuple[EvalResult, dic
                  else ModelPredictor(pipeline, SamplerConfig(name=args.sampler, num_steps=args.steps), args.seed))
     lpips = (load_lpips(args.lpips_weights, LPIPSConfig(resize_to=args.lpips_resolution), device=device)
              if args.lpips else None)
-    cases = iter_cases(reader, args.protocol, resolution, num_noisy)
+    cases = iter_cases(reader, args.protocol, resolution, layout, num_noisy)
     geometry = args.geometry if args.protocol.domain == "object" else None
     result = evaluate(predictor, cases, lpips, geometry, args.sheet_items, args.sheet_views, args.progress)
     machine = machine_info(device)
@@ -153,7 +170,7 @@ def run(args: EvaluateArgs, command: str | None = None) -> tuple[EvalResult, dic
     settings = {
         "checkpoint": "none" if args.checkpoint is None else str(args.checkpoint),
         "data": f"{args.data} (split '{args.protocol.split}', {len(reader)} {args.protocol.domain} items{limit})",
-        "protocol": describe_protocol(args.protocol, num_noisy),
+        "protocol": describe_protocol(args.protocol, layout, num_noisy),
         "resolution": f"{resolution}x{resolution} (ground truth centre-cropped and resampled with antialiased "
                       "bilinear filtering, as for training)",
         "sampler": sampler,

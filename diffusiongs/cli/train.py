@@ -16,7 +16,6 @@ import tyro
 
 from diffusiongs.data.dataset import MixedDataset, MultiViewDataset, SampleConfig
 from diffusiongs.data.store import NativeReader
-from diffusiongs.data.view_selection import ViewSelectionConfig
 from diffusiongs.errors import InputError
 from diffusiongs.training.distributed import cleanup_distributed, setup_distributed
 from diffusiongs.training.trainer import TrainConfig, Trainer, model_config_for
@@ -36,15 +35,14 @@ class TrainArgs:
     domain is drawn in proportion to its size."""
     num_novel: int = 6
     """M, novel views supervised per sample (official: 6 for objects, 3 for scenes)."""
-    selection: ViewSelectionConfig = field(default_factory=ViewSelectionConfig)
-    """How the condition, noisy and novel views are chosen."""
 
 
 def build_dataset(args: TrainArgs) -> MultiViewDataset | MixedDataset:
     if not args.data and not args.scene_data:
         raise InputError("give at least one dataset with --data (objects) or --scene-data (scenes)")
-    sample = SampleConfig(resolution=model_config_for(args.train).resolution, num_noisy=args.train.num_noisy,
-                          num_novel=args.num_novel, selection=args.selection, seed=args.train.seed)
+    model_cfg = model_config_for(args.train)
+    sample = SampleConfig(resolution=model_cfg.resolution, num_noisy=model_cfg.num_noisy_views,
+                          num_novel=args.num_novel, layout=model_cfg.view_layout, seed=args.train.seed)
     parts: list[tuple[MultiViewDataset, float]] = []
     for paths, domain, weight in ((args.data, "object", 1.0), (args.scene_data, "scene", args.scene_weight)):
         datasets = [MultiViewDataset(NativeReader(path, "train", domain), sample) for path in paths]

@@ -22,11 +22,11 @@ from diffusiongs.data.reader import MultiViewReader
 from diffusiongs.data.sources import SourceConfig, open_source
 from diffusiongs.data.store import NativeReader, build_manifest
 from diffusiongs.data.types import MultiViewExample, TrainingBatch, collate_examples
-from diffusiongs.data.view_selection import ViewSelection, ViewSelectionConfig, select_views
+from diffusiongs.data.view_selection import ViewSelection, select_views
 
 __all__ = [
     "ColmapSceneReader", "GObjaverseReader", "MVImgNetReader", "MixedDataset", "MultiViewDataset", "MultiViewExample",
     "MultiViewReader", "NativeReader", "Re10kChunkReader", "Re10kJsonReader", "SampleConfig", "SourceConfig",
-    "TrainingBatch", "ViewSelection", "ViewSelectionConfig", "build_manifest", "collate_examples", "dataloader",
+    "TrainingBatch", "ViewSelection", "build_manifest", "collate_examples", "dataloader",
     "open_source", "select_views",
 ]

@@ -7,7 +7,7 @@ import multiprocessing
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -16,7 +16,8 @@ from diffusiongs.data.gl import Lighting, MeshRenderer, RasterConfig, RenderMesh
 from diffusiongs.data.store import RenderedViews, build_manifest, write_item, write_surface
 from diffusiongs.data.surface import DEFAULT_SURFACE_POINTS, visible_surface_samples
 from diffusiongs.data.types import Domain
-from diffusiongs.geometry.camera import Cameras, orbit_cameras, random_sphere_cameras
+from diffusiongs.errors import InputError
+from diffusiongs.geometry.camera import Cameras, orbit_cameras, random_sphere_cameras, ring_cameras
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,13 @@ class ObjectCameraConfig:
     """Where object views are taken from (all cameras look at the origin; objects fill [-1, 1]^3)."""
 
     views: int = 32
-    """Random training viewpoints per object (the paper renders 32)."""
+    """Training viewpoints per object (the paper renders 32)."""
+    view_sampling: Literal["rings", "random"] = "rings"
+    """``rings``: ``views / ring_views`` rings of evenly spaced azimuths at elevations spread over the band, so that
+    orbit-layout training finds its exact rig (the condition and views 90, 180 and 270 degrees around it), as in
+    G-Objaverse; ``random``: uniformly by area on the band (the paper's 32 random views)."""
+    ring_views: int = 8
+    """Rings: views per ring; a multiple of N + 1 (4 for the default N = 3) for exact orbit rigs."""
     orbit_views: int = 16
     """Evaluation viewpoints per object, evenly spaced in azimuth on one orbit (view group "eval")."""
     orbit_elevation_deg: float = 20.0
@@ -66,13 +73,26 @@ def object_cameras(config: ObjectCameraConfig, resolution: int, rng: np.random.G
                    ) -> tuple[Cameras, tuple[str, ...]]:
     """``views`` random cameras plus the ``orbit_views`` evaluation orbit, and each view's group."""
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    random_views = random_sphere_cameras(config.views, config.radius, config.fov_deg, resolution, generator=generator,
-                                         elevation_range_deg=config.elevation_range_deg)
+    if config.view_sampling == "rings":
+        train_views = ring_cameras(config.views // config.ring_views, config.ring_views, config.radius, config.fov_deg,
+                                   resolution, generator, config.elevation_range_deg)
+    else:
+        train_views = random_sphere_cameras(config.views, config.radius, config.fov_deg, resolution,
+                                            generator=generator, elevation_range_deg=config.elevation_range_deg)
     groups = ("train",) * config.views
     if config.orbit_views == 0:
-        return random_views, groups
+        return train_views, groups
     orbit = orbit_cameras(config.orbit_views, config.radius, config.orbit_elevation_deg, config.fov_deg, resolution)
-    return Cameras.cat([random_views, orbit]), groups + ("eval",) * config.orbit_views
+    return Cameras.cat([train_views, orbit]), groups + ("eval",) * config.orbit_views
+
+
+def check_object_cameras(config: ObjectCameraConfig) -> None:
+    """Refuse a view configuration the makers cannot render, in one line naming the options."""
+    if config.views < 1:
+        raise InputError("--views must be >= 1")
+    if config.view_sampling == "rings" and (config.ring_views < 1 or config.views % config.ring_views):
+        raise InputError(f"--views {config.views} is not a whole number of rings of --ring-views "
+                         f"{config.ring_views} (or use --view-sampling random)")
 
 
 _renderer: MeshRenderer | None = None

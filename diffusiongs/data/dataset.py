@@ -22,9 +22,10 @@ from diffusiongs.data.images import center_crop_square, resize_example
 from diffusiongs.data.normalize import condition_azimuth_frame, normalize_scene_cameras
 from diffusiongs.data.reader import MultiViewReader
 from diffusiongs.data.types import Domain, MultiViewExample, TrainingBatch, collate_examples
-from diffusiongs.data.view_selection import ViewSelectionConfig, select_views
+from diffusiongs.data.view_selection import select_views
 from diffusiongs.errors import InputError
 from diffusiongs.geometry.camera import Cameras
+from diffusiongs.geometry.layout import ViewLayout
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ class SampleConfig:
     """N, the views that receive noise (the official code uses 3)."""
     num_novel: int = 6
     """M, the novel views used only for supervision (official: 6 for objects, 3 for scenes)."""
-    selection: ViewSelectionConfig = field(default_factory=ViewSelectionConfig)
-    """How the 1 + N + M views are chosen."""
+    layout: ViewLayout = field(default_factory=ViewLayout)
+    """Where the N noisy views sit relative to the condition view (the model's ``view_layout``)."""
     renormalize_scenes: bool = True
     """Scenes: re-centre and rescale the cameras of the chosen views (the official loader normalises the sampled
     frames, not the whole clip)."""
@@ -91,10 +92,10 @@ class MultiViewDataset(Dataset):
     def sample(self, index: int, rng: np.random.Generator) -> MultiViewExample:
         """Item ``index`` with views chosen by ``rng``, cropped, resized and (scenes) renormalised."""
         cfg = self.config
-        selection = select_views(self.reader.cameras(index), cfg.num_noisy, cfg.num_novel, cfg.selection, rng)
+        selection = select_views(self.reader.cameras(index), cfg.num_noisy, cfg.num_novel, cfg.layout, rng)
         if not selection.satisfied:
-            log.debug("%s: no view set meets the %s constraints; using the fallback", self.reader.item_id(index),
-                      cfg.selection.mode)
+            log.debug("%s: no view set meets the %s layout; using the fallback", self.reader.item_id(index),
+                      cfg.layout.mode)
         example = self.reader.load(index, selection.indices)
         if example.domain == "scene" and cfg.renormalize_scenes:
             example = _renormalized(example)

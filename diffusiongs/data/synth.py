@@ -18,6 +18,7 @@ from diffusiongs.data import procedural
 from diffusiongs.data.capture import (
     ObjectCameraConfig,
     OutputConfig,
+    check_object_cameras,
     finish_dataset,
     init_renderer,
     object_cameras,
@@ -92,6 +93,8 @@ def run_synth(config: SynthConfig) -> JobReport:
         raise InputError("--objects/--scenes: need at least one item")
     if config.camera.views < 1 or config.output.res < 8:
         raise InputError("--views must be >= 1 and --res >= 8")
+    if config.objects:
+        check_object_cameras(config.camera)
     config.out.mkdir(parents=True, exist_ok=True)
     raster = RasterConfig(samples=config.output.samples)
     report = run_tasks(synth_tasks(config), _make_item, init_renderer, (raster, config.output.workers),

@@ -1,8 +1,12 @@
-"""Choosing the views of one training sample: one condition view, N noisy views, M novel views (reference §4.1).
+"""Choosing the views of one training sample: one condition view, N noisy views, M novel views (reference §4.1),
+under the model's view layout (:class:`~diffusiongs.geometry.layout.ViewLayout`, which owns the modes).
 
-Modes:
-
-* ``"constrained"`` (the paper): with camera centres ``p`` and forward axes ``z``,
+* ``"orbit"``: the condition view and the N views of its orbit rig (the condition camera turned about z by
+  360 k / (N + 1) degrees). The condition is drawn among the views whose whole rig exists in the item, within
+  ``EXACT_TOLERANCE_DEG``: datasets rendered with rings of evenly spaced azimuths (``data synth|render``'s default
+  ``--view-sampling rings``, G-Objaverse's 24-view ring) have them, so training sees exactly the inference layout.
+  Items without any (e.g. 32 random views) fall back to the nearest views, marked ``satisfied=False``.
+* ``"constrained"``: with camera centres ``p`` and forward axes ``z``,
 
   - position:     angle(p_cond, p_noisy_i) <= theta1 for every i, and angle(p_noisy_i, p_novel_j) <= theta2 for
     every pair (i, j) (angles between the centres as seen from the world origin);
@@ -10,18 +14,14 @@ Modes:
 
   The search visits condition views in random order and, for each, the N-subsets of its admissible noisy views
   (in a random order) until one leaves at least M admissible novel views, from which M are drawn. It checks up to
-  ``max_checks`` (condition, noisy set) pairs, which covers every pair for typical 32-view objects: when a valid set
-  exists it is found.
-* ``"orbit"`` (the official code): the condition view and N noisy views evenly spaced in azimuth around the world
-  z axis (N = 3: 90 degrees apart), each the available view closest to its target azimuth at the condition view's
-  elevation; M novel views at random among the rest.
-* ``"random"``: 1 + N + M distinct views uniformly at random (ablations; the official scene loader).
+  ``MAX_CHECKS`` (condition, noisy set) pairs, which covers every pair for typical 32-view objects: when a valid set
+  exists it is found. When none does, the fallback is a random condition view, its N nearest views by position
+  angle as the noisy views, and as novel views the M remaining views whose largest position angle to the noisy
+  views is smallest (``satisfied=False``).
+* ``"random"``: 1 + N + M distinct views uniformly at random.
 
-**Fallback.** When the constrained search finds no valid set (or orbit views miss their targets by more than
-``orbit_tolerance_deg``), the selection is still returned, marked ``satisfied=False``: for "constrained", a random
-condition view, its N nearest views by position angle as the noisy views, and as novel views the M remaining views
-whose largest position angle to the noisy views is smallest; for "orbit", the nearest views found. Training goes on
-with the closest valid-looking sample rather than skipping the item.
+In the orbit and constrained modes the M novel views are drawn among the rest (constrained: among the admissible
+ones). Training goes on with the closest valid-looking sample rather than skipping an item that has no valid set.
 """
 
 from __future__ import annotations
@@ -29,49 +29,30 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
+import torch
 
 from diffusiongs.errors import InputError
 from diffusiongs.geometry.camera import Cameras
+from diffusiongs.geometry.layout import ViewLayout
 
-ViewSelectionMode = Literal["constrained", "orbit", "random"]
-
-
-@dataclass(frozen=True)
-class ViewSelectionConfig:
-    """How a sample's views are chosen.
-
-    The angle defaults are **unverified guesses** (a third-party re-implementation's values): the paper's
-    theta1/theta2/phi1/phi2 are not retrievable (reference §4.1).
-    """
-
-    mode: ViewSelectionMode = "constrained"
-    """``constrained`` (paper angle constraints), ``orbit`` (official code: evenly spaced azimuths) or ``random``."""
-    theta1_deg: float = 45.0
-    """Largest angle between the condition and a noisy camera position, seen from the origin (unverified)."""
-    theta2_deg: float = 60.0
-    """Largest angle between any noisy and any novel camera position, seen from the origin (unverified)."""
-    phi1_deg: float = 60.0
-    """Largest angle between the condition and a noisy camera's forward axis (unverified)."""
-    phi2_deg: float = 75.0
-    """Largest angle between the condition and a novel camera's forward axis (unverified)."""
-    max_checks: int = 4000
-    """(condition, noisy set) pairs the constrained search may check before falling back."""
-    orbit_tolerance_deg: float = 15.0
-    """Orbit mode: largest miss in azimuth or elevation for a selection to count as satisfied."""
+MAX_CHECKS = 4000
+"""Constrained mode: (condition, noisy set) pairs the search may check before falling back."""
+EXACT_TOLERANCE_DEG = 0.5
+"""Orbit mode: a view stands for a rig view when their centres are this close, seen from the origin (and their
+distances agree to 1 %)."""
 
 
 @dataclass(frozen=True)
 class ViewSelection:
-    """Indices ordered [condition | N noisy | M novel], and whether they meet the mode's constraints."""
+    """Indices ordered [condition | N noisy | M novel], and whether they meet the layout's constraints."""
 
     indices: list[int]
     satisfied: bool
 
 
-def select_views(cameras: Cameras, num_noisy: int, num_novel: int, config: ViewSelectionConfig,
+def select_views(cameras: Cameras, num_noisy: int, num_novel: int, layout: ViewLayout,
                  rng: np.random.Generator) -> ViewSelection:
     """Choose 1 + ``num_noisy`` + ``num_novel`` distinct views of one item (cameras of batch shape ``[view]``).
 
@@ -84,21 +65,85 @@ def select_views(cameras: Cameras, num_noisy: int, num_novel: int, config: ViewS
         raise InputError(f"view selection: the item has {total} views, a sample needs {needed}")
     centers = cameras.centers.double().numpy()
     forwards = cameras.forward.double().numpy()
-    if config.mode == "random":
+    if layout.mode == "random":
         return ViewSelection(rng.choice(total, size=needed, replace=False).tolist(), True)
-    if config.mode == "orbit":
-        return _orbit(centers, num_noisy, num_novel, config, rng)
-    return _constrained(centers, forwards, num_noisy, num_novel, config, rng)
+    if layout.mode == "orbit":
+        return _orbit(centers, num_noisy, num_novel, layout, rng)
+    return _constrained(centers, forwards, num_noisy, num_novel, layout, rng)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
+def _rig_cosines(centers: np.ndarray, num_noisy: int, layout: ViewLayout, same_distance_only: bool = True
+                 ) -> np.ndarray:
+    """``[view c, N, view w]``: cosine of the angle between view w's centre and rig view k of condition c, -inf
+    where w is c itself or (``same_distance_only``) the distances differ by more than 1 %."""
+    rotations = layout.rotations(torch.from_numpy(centers[0]), num_noisy)[1:].numpy()  # the same for every centre
+    unit = _unit(centers)
+    cosines = np.einsum("kij,vj,wi->vkw", rotations, unit, unit)
+    if same_distance_only:
+        radius = np.linalg.norm(centers, axis=1)
+        same_distance = np.abs(radius[None, :] / np.maximum(radius[:, None], 1e-12) - 1.0) <= 0.01
+        cosines = np.where(same_distance[:, None, :], cosines, -np.inf)
+    views = np.arange(len(centers))
+    cosines[views, :, views] = -np.inf
+    return cosines
+
+
+def orbit_partners(centers: np.ndarray, num_noisy: int, layout: ViewLayout) -> tuple[np.ndarray, np.ndarray]:
+    """For every view taken as the condition, the views nearest to its N orbit-rig views and how far they miss.
+
+    Returns:
+        partners: ``[view, N]`` view indices (never the condition itself).
+        miss_deg: ``[view, N]`` angle between each partner's centre and the rig view's, seen from the origin
+            (infinite where no view has the condition's distance).
+    """
+    cosines = _rig_cosines(centers, num_noisy, layout)
+    partners = np.argmax(cosines, axis=2)
+    best = np.take_along_axis(cosines, partners[..., None], axis=2)[..., 0]
+    miss = np.where(np.isfinite(best), np.degrees(np.arccos(np.clip(best, -1.0, 1.0))), np.inf)
+    return partners, miss
+
+
+def _orbit(centers: np.ndarray, num_noisy: int, num_novel: int, layout: ViewLayout,
+           rng: np.random.Generator) -> ViewSelection:
+    partners, miss = orbit_partners(centers, num_noisy, layout)
+    distinct = np.array([len(set(row)) == num_noisy for row in partners.tolist()])
+    exact = np.flatnonzero((miss <= EXACT_TOLERANCE_DEG).all(1) & distinct)
+    satisfied = len(exact) > 0
+    if satisfied:
+        cond = int(rng.choice(exact))
+        noisy = partners[cond].tolist()
+    else:
+        cond = int(rng.integers(len(centers)))
+        noisy = _nearest_distinct(_rig_cosines(centers, num_noisy, layout, same_distance_only=False)[cond])
+    chosen = [cond, *noisy]
+    rest = np.setdiff1d(np.arange(len(centers)), chosen)
+    novel = rng.choice(rest, size=num_novel, replace=False).tolist()
+    return ViewSelection(chosen + novel, satisfied)
+
+
+def _nearest_distinct(cosines: np.ndarray) -> list[int]:
+    """For each rig view (rows of ``cosines`` ``[N, view]``), the nearest view not taken by a closer match."""
+    picks: dict[int, int] = {}
+    taken: set[int] = set()
+    for k in np.argsort(-cosines.max(1), kind="stable"):  # the best-matched rig views choose first
+        order = np.argsort(-cosines[k], kind="stable")
+        picks[int(k)] = next(int(w) for w in order if int(w) not in taken and cosines[k, w] > -np.inf)
+        taken.add(picks[int(k)])
+    return [picks[k] for k in range(len(cosines))]
 
 
 def _cosines(vectors: np.ndarray) -> np.ndarray:
     """Pairwise cosines of the angles between the rows (a zero row has cosine 0 with everything)."""
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    unit = _unit(vectors)
     return np.clip(unit @ unit.T, -1.0, 1.0)
 
 
 def _constrained(centers: np.ndarray, forwards: np.ndarray, num_noisy: int, num_novel: int,
-                 config: ViewSelectionConfig, rng: np.random.Generator) -> ViewSelection:
+                 config: ViewLayout, rng: np.random.Generator) -> ViewSelection:
     total = len(centers)
     position = _cosines(centers)
     orientation = _cosines(forwards)
@@ -113,7 +158,7 @@ def _constrained(centers: np.ndarray, forwards: np.ndarray, num_noisy: int, num_
     for cond in rng.permutation(np.flatnonzero(noisy_ok.sum(1) >= num_noisy)):
         for noisy in itertools.combinations(rng.permutation(np.flatnonzero(noisy_ok[cond])), num_noisy):
             checks += 1
-            if checks > config.max_checks:
+            if checks > MAX_CHECKS:
                 return _nearest_fallback(position, num_noisy, num_novel, rng)
             novel_ok = novel_facing[cond] & novel_near[list(noisy)].all(0)
             novel_ok[list(noisy)] = False
@@ -134,24 +179,3 @@ def _nearest_fallback(position: np.ndarray, num_noisy: int, num_novel: int, rng:
     worst = position[np.ix_(noisy, rest)].min(0) if num_noisy else np.zeros(len(rest))
     novel = rest[np.argsort(-worst, kind="stable")[:num_novel]]
     return ViewSelection([cond, *noisy, *novel.tolist()], False)
-
-
-def _orbit(centers: np.ndarray, num_noisy: int, num_novel: int, config: ViewSelectionConfig,
-           rng: np.random.Generator) -> ViewSelection:
-    total = len(centers)
-    azimuth = np.degrees(np.arctan2(centers[:, 1], centers[:, 0]))
-    elevation = np.degrees(np.arctan2(centers[:, 2], np.linalg.norm(centers[:, :2], axis=1)))
-    cond = int(rng.integers(total))
-    chosen, worst_miss = [cond], 0.0
-    for k in range(1, num_noisy + 1):
-        target = azimuth[cond] + k * 360.0 / (num_noisy + 1)
-        azimuth_miss = np.abs((azimuth - target + 180.0) % 360.0 - 180.0)
-        miss = np.maximum(azimuth_miss, np.abs(elevation - elevation[cond]))
-        miss[chosen] = np.inf
-        best = int(np.argmin(miss))
-        chosen.append(best)
-        worst_miss = max(worst_miss, float(miss[best]))
-    rest = np.setdiff1d(np.arange(total), chosen)
-    novel = rng.choice(rest, size=num_novel, replace=False).tolist()
-    return ViewSelection(chosen + novel, worst_miss <= config.orbit_tolerance_deg)
-

@@ -18,7 +18,6 @@ from diffusiongs.evaluation.protocol import (
     iter_cases,
     load_case,
     open_reader,
-    rig_around,
 )
 from diffusiongs.evaluation.report import write_report
 from diffusiongs.evaluation.runner import EvalResult, ItemResult, evaluate
@@ -27,5 +26,5 @@ from diffusiongs.evaluation.scoring import GeometryConfig, geometry_scores, imag
 __all__ = [
     "CopyConditionPredictor", "EvalCase", "EvalResult", "GeometryConfig", "ItemResult", "ModelPredictor",
     "Prediction", "Predictor", "ProtocolConfig", "Skipped", "describe_protocol", "evaluate", "geometry_scores",
-    "image_scores", "iter_cases", "load_case", "open_reader", "rig_around", "write_report",
+    "image_scores", "iter_cases", "load_case", "open_reader", "write_report",
 ]

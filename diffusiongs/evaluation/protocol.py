@@ -4,8 +4,9 @@ views go (docs/RESULTS.md, "Protocol").
 Objects (this project's format, ``data synth|render``): the condition is view 0 of the "eval" orbit (16 views at
 20 degrees elevation, radius 3), the targets are the other orbit views. The world is turned about z so that the
 condition camera sits at azimuth 0 (the training convention, :func:`condition_azimuth_frame`), and the N noisy
-views are the condition camera turned about z by 360 k / (N + 1) degrees: the Pipeline's rig, at the condition
-camera's own radius, elevation and intrinsics.
+views are placed around the condition camera by the model's view layout (:meth:`ViewLayout.rig`; orbit: the
+condition camera turned about z by 360 k / (N + 1) degrees), as the Pipeline places them, at the condition camera's
+own radius, elevation and intrinsics.
 
 Scenes: the condition is a trajectory frame and the targets later frames; the first N targets are the noisy views
 (the official RealEstate10K evaluation denoises at the target cameras). Cameras are re-normalised over the chosen
@@ -17,21 +18,20 @@ Images are centre-cropped and resampled to the model resolution exactly as the t
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from diffusiongs.data.images import center_crop_square, resize_example
-from diffusiongs.data.normalize import condition_azimuth_frame, normalize_scene_cameras, transform_world
+from diffusiongs.data.normalize import condition_azimuth_frame, normalize_scene_cameras
 from diffusiongs.data.store import NativeReader
 from diffusiongs.data.types import Domain
 from diffusiongs.errors import InputError
 from diffusiongs.geometry.camera import Cameras
+from diffusiongs.geometry.layout import ViewLayout
 
 log = logging.getLogger(__name__)
 
@@ -119,41 +119,22 @@ def _targets_for(cfg: ProtocolConfig, num_views: int) -> tuple[int, ...]:
     return tuple(condition + offset for offset in SCENE_TARGET_OFFSETS)
 
 
-def describe_protocol(cfg: ProtocolConfig, num_noisy: int) -> str:
+def describe_protocol(cfg: ProtocolConfig, layout: ViewLayout, num_noisy: int) -> str:
     """The protocol in words, for reports."""
     condition, targets = protocol_views(cfg)
     if cfg.domain == "object":
         scored = "every other orbit view" if targets is None else f"orbit views {list(targets)}"
         return (f"objects: condition = 'eval' orbit view {condition}, targets = {scored} (the condition is never "
                 "scored); world turned about z so the condition camera is at azimuth 0; the N = "
-                f"{num_noisy} noisy views on the condition camera's circle at +360k/{num_noisy + 1} degrees; "
-                "white background")
+                f"{num_noisy} noisy views placed by the {layout.describe()} view layout; white background")
     scored = (f"frames +{', +'.join(map(str, SCENE_TARGET_OFFSETS))} after it" if targets is None
               else f"frames {list(targets)}")
     return (f"scenes: condition = frame {condition}, targets = {scored} (the condition is never scored); the "
             f"first N = {num_noisy} targets are the noisy views; cameras re-normalised over the chosen frames")
 
 
-def _z_rotation(angle: float) -> Float[Tensor, "3 3"]:
-    c, s = math.cos(angle), math.sin(angle)
-    return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
-
-
-def rig_around(condition: Cameras, num_noisy: int) -> Cameras:
-    """``[condition | N noisy]``: the condition camera (batch shape ``[]``) turned about the world's z axis by
-    360 k / (N + 1) degrees, k = 0..N.
-
-    For a camera on the model's orbit rig this is exactly :meth:`Pipeline.rig_cameras`; any other camera keeps its
-    own distance, elevation and intrinsics, which is what the ground truth was rendered with.
-    """
-    c2w = condition.c2w.double()
-    turned = [transform_world(c2w, _z_rotation(2 * math.pi * k / (num_noisy + 1)), torch.zeros(3, dtype=c2w.dtype),
-                              1.0) for k in range(num_noisy + 1)]
-    return Cameras(torch.stack(turned).to(condition.c2w.dtype), condition.K.expand(num_noisy + 1, 3, 3).clone(),
-                   condition.width, condition.height)
-
-
-def load_case(reader: NativeReader, index: int, cfg: ProtocolConfig, resolution: int, num_noisy: int) -> EvalCase:
+def load_case(reader: NativeReader, index: int, cfg: ProtocolConfig, resolution: int, layout: ViewLayout,
+              num_noisy: int) -> EvalCase:
     """Item ``index`` prepared by the protocol; InputError when the item lacks the views it needs."""
     item_id = reader.item_id(index)
     num_views = reader.cameras(index).batch_shape[0]
@@ -177,13 +158,13 @@ def load_case(reader: NativeReader, index: int, cfg: ProtocolConfig, resolution:
     example = replace(example, cameras=Cameras(c2w, example.cameras.K, example.cameras.width, example.cameras.height))
     example = resize_example(center_crop_square(example), resolution)
     cameras = example.cameras
-    rig = (rig_around(cameras[0], num_noisy) if cfg.domain == "object"
+    rig = (layout.rig(cameras[0], num_noisy) if cfg.domain == "object"
            else Cameras.cat([cameras[:1], cameras[1:1 + num_noisy]]))
     return EvalCase(item_id=item_id, domain=cfg.domain, condition=example.images[0], rig=rig,
                     targets=example.images[1:], target_cameras=cameras[1:], target_views=targets, surface=surface)
 
 
-def iter_cases(reader: NativeReader, cfg: ProtocolConfig, resolution: int, num_noisy: int
+def iter_cases(reader: NativeReader, cfg: ProtocolConfig, resolution: int, layout: ViewLayout, num_noisy: int
                ) -> Iterator[EvalCase | Skipped]:
     """Every item of the reader (up to ``cfg.limit``) as a case, or as :class:`Skipped` (logged) when it is
     broken or lacks the protocol's views."""
@@ -191,7 +172,7 @@ def iter_cases(reader: NativeReader, cfg: ProtocolConfig, resolution: int, num_n
     count = len(reader) if cfg.limit is None else min(cfg.limit, len(reader))
     for index in range(count):
         try:
-            yield load_case(reader, index, cfg, resolution, num_noisy)
+            yield load_case(reader, index, cfg, resolution, layout, num_noisy)
         except InputError as err:
             log.warning("skipping %s: %s", reader.item_id(index), err)
             yield Skipped(reader.item_id(index), str(err))

@@ -179,6 +179,26 @@ def random_sphere_cameras(num_views: int, radius: float | tuple[float, float], f
                                                                dtype=dtype), resolution, resolution)
 
 
+def ring_cameras(num_rings: int, views_per_ring: int, radius: float, fov_deg: float, resolution: int,
+                 generator: torch.Generator | None = None,
+                 elevation_range_deg: tuple[float, float] = (-90.0, 90.0),
+                 dtype: torch.dtype = torch.float32) -> Cameras:
+    """Cameras on ``num_rings`` rings of ``views_per_ring`` evenly spaced azimuths, looking at the origin (the layout
+    of G-Objaverse's renders). Ring r's elevation is drawn uniformly by area within the r-th of ``num_rings`` equal
+    shares (by area) of the elevation band, and each ring starts at a random azimuth, so that a dataset covers the
+    band while every ring holds exact orbit rigs (views 360 k / n degrees apart, n dividing ``views_per_ring``)."""
+    lo, hi = (math.sin(math.radians(e)) for e in elevation_range_deg)
+    share = (torch.arange(num_rings, dtype=torch.float64) + torch.rand(num_rings, generator=generator,
+                                                                       dtype=torch.float64)) / num_rings
+    elevation = torch.rad2deg(torch.asin(lo + (hi - lo) * share))
+    start = torch.rand(num_rings, generator=generator, dtype=torch.float64) * 360.0
+    azimuth = start[:, None] + torch.arange(views_per_ring, dtype=torch.float64) * (360.0 / views_per_ring)
+    eye = spherical_to_cartesian(azimuth.reshape(-1), elevation.repeat_interleave(views_per_ring), radius)
+    count = num_rings * views_per_ring
+    return Cameras(look_at(eye).to(dtype), intrinsics_from_fov(fov_deg, resolution, batch_shape=(count,),
+                                                               dtype=dtype), resolution, resolution)
+
+
 def opengl_to_opencv(c2w_gl: Float[Tensor, "*batch 4 4"]) -> Float[Tensor, "*batch 4 4"]:
     """Camera-to-world in the OpenGL/Blender camera convention (x right, y up, looking -z) -> OpenCV."""
     return c2w_gl * c2w_gl.new_tensor(_OPENGL_FROM_OPENCV)

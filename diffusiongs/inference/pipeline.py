@@ -118,10 +118,13 @@ class Pipeline:
         return cls(model_io.load_model(folder, prefer_ema), device, compile=compile)
 
     def rig_cameras(self, elevation_deg: float | None = None) -> Cameras:
+        """``[condition | N noisy]``: the condition camera on the model's object rig (azimuth 0), and the noisy views
+        where the model's view layout puts them."""
         rig = self.cfg.object_rig
         if elevation_deg is not None:
             rig = replace(rig, elevation_deg=elevation_deg)
-        return rig.cameras(1 + self.cfg.num_noisy_views, self.cfg.resolution).to(self.device)
+        condition = rig.cameras(1, self.cfg.resolution)[0]
+        return self.cfg.view_layout.rig(condition, self.cfg.num_noisy_views).to(self.device)
 
     @torch.no_grad()
     def generate_from_condition(self, condition: Float[Tensor, "3 h w"], cameras: Cameras, cfg: GenerateConfig,

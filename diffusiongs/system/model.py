@@ -21,6 +21,7 @@ from diffusiongs.gaussians import DECODE_PRESETS, GaussianDecodeConfig, Gaussian
 from diffusiongs.gaussians.decode import decode_free_gaussians, decode_pixel_gaussians
 from diffusiongs.geometry import Cameras, RayEmbedding, pixel_rays, plucker, rppc
 from diffusiongs.geometry.camera import OrbitRig
+from diffusiongs.geometry.layout import ViewLayout
 from diffusiongs.model.denoiser import Denoiser, DenoiserConfig
 from diffusiongs.render import RenderConfig, RenderOutput, render
 
@@ -48,7 +49,12 @@ class ModelConfig:
     num_noisy_views: int = 3
     """N, the noisy views denoised next to the condition view."""
     object_rig: OrbitRig = field(default_factory=OrbitRig)
-    """The cameras object inference places the condition and noisy views on (match the training framing)."""
+    """Where object inference puts the condition camera (distance, elevation, field of view: match the training
+    framing); the noisy views then follow ``view_layout``."""
+    view_layout: ViewLayout = field(default_factory=ViewLayout)
+    """Where the noisy views sat relative to the condition view in training; inference and evaluation place them
+    the same way. Folders written before this field existed (and converted official checkpoints) get the orbit
+    layout, the one they were trained and evaluated with."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Render background (white, objects and scenes alike, as in the official code)."""
     deterministic: bool = False

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from diffusiongs.configio import config_to_dict, write_json_atomic
 from diffusiongs.data.types import MultiViewExample, TrainingBatch, collate_examples
 from diffusiongs.diffusion.schedule import NoiseSchedule
-from diffusiongs.geometry import RayEmbedding
+from diffusiongs.geometry import RayEmbedding, ViewLayout
 from diffusiongs.system import io as model_io
 from diffusiongs.system.model import DiffusionGS, ModelConfig
 from diffusiongs.system.presets import preset
@@ -54,6 +54,10 @@ class OptimConfig:
     """Clip the global gradient norm (official code: 0.5); 0 disables."""
     ema_decay: float | None = 0.9999
     """Exponential moving average of the weights (inference uses it); None disables."""
+    ema_warmup: bool = True
+    """Warm the EMA decay up as min(ema_decay, (1 + s) / (10 + s)) at step s, so that the average forgets the
+    initial weights at any run length (it spans about the last s / 9 steps until it reaches ``ema_decay``). Without
+    it, decay 0.9999 keeps 90 % of the initialisation after 1,000 steps."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,12 @@ class TrainConfig:
     """Override the preset's camera conditioning (``rppc`` or ``plucker``, for the RPPC ablation)."""
     init_from: Path | None = None
     """Start from these weights (a checkpoint or exported model folder), e.g. the 256-px stage for a 512-px run."""
+    init_from_ema: bool = False
+    """With ``init_from``: start from its EMA weights instead of its raw weights (a checkpoint holds both; an
+    exported model has only one set)."""
+    layout: ViewLayout = field(default_factory=ViewLayout)
+    """Where the noisy views sit relative to the condition view (recorded in the model's config; ``generate`` and
+    ``evaluate`` place them the same way)."""
     precision: Literal["bf16", "fp32"] = "bf16"
     """Autocast dtype of the network on CUDA (the renderer always runs in float32; CPU runs in float32)."""
     grad_checkpointing: bool = False
@@ -102,12 +112,31 @@ class TrainConfig:
 
 def model_config_for(cfg: TrainConfig) -> ModelConfig:
     model_cfg = replace(preset(cfg.preset, grad_checkpointing=cfg.grad_checkpointing), deterministic=cfg.deterministic,
-                        num_noisy_views=cfg.num_noisy)
+                        num_noisy_views=cfg.num_noisy, view_layout=cfg.layout)
     if cfg.resolution is not None:
         model_cfg = replace(model_cfg, resolution=cfg.resolution)
     if cfg.ray_embedding is not None:
         model_cfg = replace(model_cfg, ray_embedding=cfg.ray_embedding)
     return model_cfg
+
+
+def ema_decay_at(step: int, cfg: OptimConfig) -> float:
+    """The EMA decay used after 1-based ``step`` (``cfg.ema_decay`` must be set)."""
+    if not cfg.ema_warmup:
+        return cfg.ema_decay
+    return min(cfg.ema_decay, (1 + step) / (10 + step))
+
+
+def ema_warning(cfg: OptimConfig, steps: int) -> str | None:
+    """A one-line warning when the EMA would still hold more than 10 % of the initial weights at the last step."""
+    if cfg.ema_decay is None:
+        return None
+    remaining = math.prod(ema_decay_at(s, cfg) for s in range(1, steps + 1))
+    if remaining <= 0.1:
+        return None
+    return (f"warning: with --optim.ema-decay {cfg.ema_decay:g} the EMA weights (which export, generate and evaluate "
+            f"use) still hold {remaining:.0%} of the initialisation after {steps} steps; use --optim.ema-warmup or "
+            f"a smaller decay")
 
 
 def lr_at(step: int, cfg: OptimConfig, total_steps: int) -> float:
@@ -218,13 +247,21 @@ class Trainer:
             if self.info.is_main:
                 print(f"resumed from {folder} at step {self.step}")
         elif self.cfg.init_from is not None:
-            weights = model_io.weights_file(Path(self.cfg.init_from))
-            state = {k: v.float() for k, v in model_io.load_weights(weights).items()}
-            model_io.load_model_state(self.model, state, weights)
-            if self.info.is_main:
-                print(f"initialised from {weights}")
+            self._init_from(Path(self.cfg.init_from))
         if self.cfg.optim.ema_decay is not None and self.ema is None:
             self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+
+    def _init_from(self, folder: Path) -> None:
+        weights = model_io.weights_file(folder, prefer_ema=self.cfg.init_from_ema)
+        state = {k: v.float() for k, v in model_io.load_weights(weights).items()}
+        model_io.load_model_state(self.model, state, weights)
+        if not self.info.is_main:
+            return
+        print(f"initialised from {weights}")
+        source_layout = model_io.read_model_config(folder).view_layout
+        if source_layout.differs_from(self.model_cfg.view_layout):
+            print(f"note: {folder} was trained with the {source_layout.describe()} view layout; this run trains "
+                  f"with {self.model_cfg.view_layout.describe()}")
 
     def _loader(self) -> Iterator[tuple[TrainingBatch, list[int]]]:
         sampler = SampleStream(len(self.dataset), self.cfg.batch_size, self.info, self.cfg.seed, self.step)
@@ -240,7 +277,7 @@ class Trainer:
         params = dict(self.model.named_parameters())
         names = [k for k in self.ema if k in params]
         torch._foreach_lerp_([self.ema[k] for k in names], [params[k].detach().float() for k in names],
-                             1.0 - self.cfg.optim.ema_decay)
+                             1.0 - ema_decay_at(self.step, self.cfg.optim))
 
     def _generators(self, seeds: list[int]) -> list[torch.Generator]:
         return [torch.Generator(self.device).manual_seed(s) for s in seeds]
@@ -249,6 +286,9 @@ class Trainer:
         """Restore or initialise the weights, record the configs, compile and wrap for DDP."""
         cfg = self.cfg
         self._restore()
+        warning = ema_warning(cfg.optim, cfg.steps)
+        if warning and self.info.is_main:
+            print(warning)
         if self.info.is_main:
             write_json_atomic(cfg.out / "train_config.json", config_to_dict(cfg))
             write_json_atomic(cfg.out / "model_config.json", config_to_dict(self.model_cfg))
