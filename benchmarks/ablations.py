@@ -3,10 +3,12 @@ the same held-out objects with the protocol of docs/RESULTS.md.
 
 Rows (cumulative, as in the paper): the deterministic "w/o timestep" baseline (Plücker rays, no L_pd) -> + diffusion
 -> + L_pd (point-distribution warm-up) -> [+ mixed object/scene training, with --mixed] -> + RPPC (the full model);
-then the full model with random instead of angle-constrained view selection, and the copy-condition baseline,
-which needs no training.
+then the full model under the other view layouts (the paper's angle constraints, random views; every row is
+evaluated on the layout it was trained with, which `evaluate` reads from the model), and the copy-condition
+baseline, which needs no training. Every trained row is repeated for each of ``--seeds``; the table gives the mean
+and a 95 % confidence interval over seeds (Student's t), so that a difference can be told from seed noise.
 
-    python benchmarks/ablations.py --out runs/ablations --preset small --resolution 64 --steps 2000
+    python benchmarks/ablations.py --out runs/ablations --preset small --resolution 64 --steps 2000 --seeds 0 1 2
     python benchmarks/ablations.py --out /tmp/abl --preset tiny --resolution 32 --objects 6 --steps 2 ...  # smoke
 
 Steps: (a) unless --data is given, make a dataset with `diffusiongs data synth` (objects, plus scenes with
@@ -23,6 +25,7 @@ invocations (``--variants``, e.g. one per GPU call, with otherwise identical fla
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -44,7 +47,7 @@ from diffusiongs.data.store import atomic_write_bytes, read_manifest  # noqa: E4
 from diffusiongs.diffusion.samplers import SamplerName  # noqa: E402
 from diffusiongs.errors import InputError, exit_with  # noqa: E402
 from diffusiongs.evaluation.report import (  # noqa: E402
-    DIGITS,
+    NA,
     SUMMARY_JSON,
     format_value,
     machine_info,
@@ -56,7 +59,7 @@ from diffusiongs.system.presets import preset  # noqa: E402
 from diffusiongs.training.checkpoint import TRAINER_STATE, latest_checkpoint  # noqa: E402
 
 COPY_BASELINE = "copy-condition"
-TABLE_METRICS = ("psnr", "ssim", "lpips", "chamfer", "f_score")
+TABLE_METRICS = ("psnr", "ssim", "lpips", "fd_vgg", "chamfer", "f_score")
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class AblationConfig:
     scenes: int = 100
     """Scenes in the made dataset (made only with --mixed)."""
     views: int = 32
-    """Random training views per object / frames per scene of the made dataset."""
+    """Training views per object (rings of 8 azimuths: exact orbit rigs) / frames per scene of the made dataset."""
     data_res: int | None = None
     """Image side of the made dataset; None: the training resolution."""
     test_fraction: float = 0.1
@@ -99,8 +102,9 @@ class AblationConfig:
     """LR warm-up steps (the paper's 2000 are for 100K-step runs)."""
     point_warmup_steps: int = 150
     """iter0 of the rows with L_pd (the official 150)."""
-    seed: int = 0
-    """Seed of every training (initial weights, sample stream, noise) and evaluation."""
+    seeds: tuple[int, ...] = (0,)
+    """Training seeds (initial weights, sample stream, noise): every trained row is run once per seed. The dataset
+    and the evaluation noise use seed 0 throughout, so rows and seeds score the same items from the same noise."""
     mixed: bool = False
     """Add the "+ mixed training" row (objects + scenes; later rows keep the scenes)."""
     variants: tuple[str, ...] | None = None
@@ -133,15 +137,17 @@ def variants(cfg: AblationConfig) -> list[Variant]:
     no_pd = ("--step.loss.point-warmup-steps", "0")
     pd = ("--step.loss.point-warmup-steps", str(cfg.point_warmup_steps))
     plucker, rppc = ("--ray-embedding", "plucker"), ("--ray-embedding", "rppc")
-    constrained, random = ("--selection.mode", "constrained"), ("--selection.mode", "random")
+    orbit, constrained, random = (("--layout.mode", mode) for mode in ("orbit", "constrained", "random"))
     rows = [Variant("baseline", "baseline: w/o timestep (deterministic), Plücker, no L_pd",
-                    ("--deterministic", *no_pd, *plucker, *constrained)),
-            Variant("diffusion", "+ diffusion", (*no_pd, *plucker, *constrained)),
-            Variant("point-loss", "+ L_pd", (*pd, *plucker, *constrained))]
+                    ("--deterministic", *no_pd, *plucker, *orbit)),
+            Variant("diffusion", "+ diffusion", (*no_pd, *plucker, *orbit)),
+            Variant("point-loss", "+ L_pd", (*pd, *plucker, *orbit))]
     if cfg.mixed:
-        rows.append(Variant("mixed", "+ mixed training (objects + scenes)", (*pd, *plucker, *constrained), True))
-    rows += [Variant("rppc", "+ RPPC instead of Plücker (full model)", (*pd, *rppc, *constrained), cfg.mixed),
-             Variant("random-views", "full model, random view selection", (*pd, *rppc, *random), cfg.mixed)]
+        rows.append(Variant("mixed", "+ mixed training (objects + scenes)", (*pd, *plucker, *orbit), True))
+    rows += [Variant("rppc", "+ RPPC instead of Plücker (full model, orbit layout)", (*pd, *rppc, *orbit), cfg.mixed),
+             Variant("constrained-views", "full model, the paper's angle-constrained layout",
+                     (*pd, *rppc, *constrained), cfg.mixed),
+             Variant("random-views", "full model, random views", (*pd, *rppc, *random), cfg.mixed)]
     chosen = [v for v in rows if cfg.variants is None or v.name in cfg.variants]
     unknown = set(cfg.variants or ()) - {v.name for v in rows} - {COPY_BASELINE}
     if unknown:
@@ -163,18 +169,24 @@ def synth_command(cfg: AblationConfig) -> list[str]:
     res = cfg.data_res or resolution(cfg)
     return ["data", "synth", "--out", str(data_dir(cfg)), "--objects", str(cfg.objects),
             "--scenes", str(cfg.scenes if cfg.mixed else 0), "--views", str(cfg.views), "--res", str(res),
-            "--seed", str(cfg.seed), "--val-fraction", "0", "--test-fraction", str(cfg.test_fraction),
+            "--seed", "0", "--val-fraction", "0", "--test-fraction", str(cfg.test_fraction),
             "--workers", str(cfg.data_workers), "--no-progress"]
 
 
-def train_command(cfg: AblationConfig, variant: Variant) -> list[str]:
+def run_dir(cfg: AblationConfig, name: str, seed: int) -> Path:
+    return cfg.out / "runs" / name / f"seed{seed}"
+
+
+def eval_dir(cfg: AblationConfig, name: str, seed: int | None) -> Path:
+    return cfg.out / "eval" / name / ("" if seed is None else f"seed{seed}")
+
+
+def train_command(cfg: AblationConfig, variant: Variant, seed: int) -> list[str]:
     data = str(data_dir(cfg))
-    command = ["train", "--out", str(cfg.out / "runs" / variant.name), "--preset", cfg.preset,
+    command = ["train", "--out", str(run_dir(cfg, variant.name, seed)), "--preset", cfg.preset,
                "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size), "--num-workers", str(cfg.num_workers),
-               "--seed", str(cfg.seed), "--optim.lr", str(cfg.lr), "--optim.warmup-steps", str(cfg.warmup_steps),
-               # EMA at 0.9999 averages over ~10K steps, longer than these runs; the cosine decay to 0 settles the
-               # raw weights instead.
-               "--optim.ema-decay", "None", "--log-every", "10", "--image-every", "0",
+               "--seed", str(seed), "--optim.lr", str(cfg.lr), "--optim.warmup-steps", str(cfg.warmup_steps),
+               "--log-every", "10", "--image-every", "0",
                "--ckpt-every", str(cfg.steps), "--keep-last", "1", "--no-progress", "--data", data,
                "--resolution", str(resolution(cfg))]
     if cfg.budget_minutes is not None:
@@ -184,12 +196,13 @@ def train_command(cfg: AblationConfig, variant: Variant) -> list[str]:
     return command + list(variant.flags)
 
 
-def eval_command(cfg: AblationConfig, name: str) -> list[str]:
+def eval_command(cfg: AblationConfig, name: str, seed: int | None) -> list[str]:
+    """Evaluate one trained run (``seed``), or the copy-condition baseline (``seed`` None)."""
     source = (["--baseline", COPY_BASELINE, "--resolution", str(resolution(cfg))] if name == COPY_BASELINE
-              else ["--checkpoint", str(cfg.out / "runs" / name)])
-    command = ["evaluate", *source, "--data", str(data_dir(cfg)), "--out", str(cfg.out / "eval" / name),
+              else ["--checkpoint", str(run_dir(cfg, name, seed))])
+    command = ["evaluate", *source, "--data", str(data_dir(cfg)), "--out", str(eval_dir(cfg, name, seed)),
                "--split", "test", "--steps", str(cfg.eval_steps), "--sampler", cfg.eval_sampler,
-               "--seed", str(cfg.seed), "--no-progress"]
+               "--seed", "0", "--no-progress"]
     return command + (["--limit", str(cfg.eval_limit)] if cfg.eval_limit is not None else [])
 
 
@@ -231,10 +244,11 @@ def _reached_step(run: Path) -> int | None:
     return None if folder is None else json.loads((folder / TRAINER_STATE).read_text())["step"]
 
 
-def _train(cfg: AblationConfig, variant: Variant) -> dict[str, Any]:
-    """Train (or resume) one variant; the training seconds add up over resumed invocations."""
-    run = cfg.out / "runs" / variant.name
-    ok, seconds = run_logged(train_command(cfg, variant), cfg.out / "logs" / f"{variant.name}.train.log")
+def _train(cfg: AblationConfig, variant: Variant, seed: int) -> dict[str, Any]:
+    """Train (or resume) one variant for one seed; the training seconds add up over resumed invocations."""
+    run = run_dir(cfg, variant.name, seed)
+    ok, seconds = run_logged(train_command(cfg, variant, seed),
+                             cfg.out / "logs" / f"{variant.name}.seed{seed}.train.log")
     timing = run / "ablation_time.json"
     total = seconds + (json.loads(timing.read_text())["train_seconds"] if timing.is_file() else 0.0)
     if ok:
@@ -242,45 +256,105 @@ def _train(cfg: AblationConfig, variant: Variant) -> dict[str, Any]:
     return {"train_ok": ok, "train_minutes": total / 60, "steps_reached": _reached_step(run)}
 
 
-def _evaluate(cfg: AblationConfig, name: str) -> dict[str, Any]:
-    """Evaluate one variant unless a report newer than its checkpoint exists; returns its summary."""
-    summary = cfg.out / "eval" / name / SUMMARY_JSON
-    checkpoint = latest_checkpoint(cfg.out / "runs" / name)
+def _evaluate(cfg: AblationConfig, name: str, seed: int | None) -> dict[str, Any]:
+    """Evaluate one run unless a report newer than its checkpoint exists; returns its summary."""
+    summary = eval_dir(cfg, name, seed) / SUMMARY_JSON
+    checkpoint = None if seed is None else latest_checkpoint(run_dir(cfg, name, seed))
     fresh = summary.is_file() and (checkpoint is None or summary.stat().st_mtime > checkpoint.stat().st_mtime)
-    ok = fresh or run_logged(eval_command(cfg, name), cfg.out / "logs" / f"{name}.eval.log")[0]
+    log_name = f"{name}.eval.log" if seed is None else f"{name}.seed{seed}.eval.log"
+    ok = fresh or run_logged(eval_command(cfg, name, seed), cfg.out / "logs" / log_name)[0]
     return json.loads(summary.read_text()) if ok and summary.is_file() else {}
 
 
-def _train_and_evaluate(cfg: AblationConfig, variant: Variant) -> dict[str, Any]:
-    row: dict[str, Any] = {"name": variant.name, "label": variant.label, "flags": list(variant.flags)}
-    row.update(_train(cfg, variant))
-    row["summary"] = _evaluate(cfg, variant.name) if row["train_ok"] else {}
-    return row
+def _train_and_evaluate(cfg: AblationConfig, variant: Variant, seed: int) -> dict[str, Any]:
+    run: dict[str, Any] = {"seed": seed, **_train(cfg, variant, seed)}
+    run["summary"] = _evaluate(cfg, variant.name, seed) if run["train_ok"] else {}
+    return run
+
+
+T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+"""Two-sided 95 % quantiles of Student's t by degrees of freedom (more seeds than 10 use 2.0)."""
+FRONT_DEG = 90.0
+"""Targets within this azimuth of the condition view count as its "front" (the paper's constrained layout only
+ever denoises and supervises views near the condition)."""
+
+
+def front_psnr(summary: dict[str, Any], orbit_views: int = 16) -> float | None:
+    """Mean PSNR over the target views of the evaluation orbit within ``FRONT_DEG`` of the condition (view 0)."""
+    by_view = summary.get("metrics", {}).get("psnr_by_view") or {}
+    front = [v for k, v in by_view.items() if min(int(k), orbit_views - int(k)) * 360 / orbit_views <= FRONT_DEG]
+    return sum(front) / len(front) if front else None
+
+
+def metric_values(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each table metric's values over a row's evaluated runs (seeds)."""
+    values: dict[str, list[float]] = {m: [] for m in (*TABLE_METRICS, "front_psnr")}
+    for run in runs:
+        metrics = run.get("summary", {}).get("metrics")
+        if not metrics:
+            continue
+        for m in TABLE_METRICS:
+            if metrics.get(m) is not None:
+                values[m].append(float(metrics[m]))
+        front = front_psnr(run["summary"])
+        if front is not None:
+            values["front_psnr"].append(front)
+    return values
+
+
+def mean_and_ci(values: list[float]) -> tuple[float, float | None] | None:
+    """Mean and the half-width of its 95 % confidence interval (None for a single value)."""
+    if not values:
+        return None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return mean, T_95.get(len(values) - 1, 2.0) * std / math.sqrt(len(values))
+
+
+def _cell(stat: tuple[float, float | None] | None, digits: int) -> str:
+    if stat is None:
+        return NA
+    mean, half = stat
+    return format_value(mean, digits) + ("" if half is None else f" ± {format_value(half, digits)}")
+
+
+TABLE_COLUMNS = (("psnr", "PSNR ↑", 2), ("front_psnr", "front PSNR ↑", 2), ("ssim", "SSIM ↑", 4),
+                 ("lpips", "LPIPS ↓", 4), ("fd_vgg", "FD-VGG16 ↓", 2), ("chamfer", "Chamfer ↓", 4),
+                 ("f_score", "F-score ↑", 4))
 
 
 def table_row(label: str, row: dict[str, Any]) -> list[str]:
-    """Metrics, steps reached and training minutes of one row (``failed`` where no evaluation exists)."""
-    metrics = row.get("summary", {}).get("metrics")
-    cells = [format_value(metrics[m], DIGITS[m]) for m in TABLE_METRICS] if metrics else ["failed"] * 5
-    return [label, *cells, format_value(row.get("steps_reached")), format_value(row.get("train_minutes"), 1)]
+    """Mean ± 95 % CI of each metric over the row's seeds, seeds evaluated, steps reached, training minutes."""
+    runs = row.get("runs", [])
+    values = metric_values(runs)
+    steps = sorted({r.get("steps_reached") for r in runs if r.get("steps_reached") is not None})
+    minutes = [r["train_minutes"] for r in runs if r.get("train_minutes") is not None]
+    evaluated = any(r.get("summary", {}).get("metrics") for r in runs)
+    cells = [_cell(mean_and_ci(values[key]), digits) if evaluated else "failed" for key, _, digits in TABLE_COLUMNS]
+    return [label, *cells,
+            str(len(values["psnr"])), "/".join(map(str, steps)) or NA,
+            format_value(sum(minutes) / len(minutes), 1) if minutes else NA]
 
 
 def write_tables(cfg: AblationConfig, rows: list[dict[str, Any]], commands: list[str], made_with: list[str],
                  runs: list[dict[str, Any]]) -> Path:
     """OUT/ablations.md and OUT/ablations.json; ``runs`` holds the machine and date of each invocation."""
-    first = next((r["summary"] for r in rows if r.get("summary")), {})
+    first = next((r["summary"] for row in rows for r in row.get("runs", []) if r.get("summary")), {})
     settings = first.get("settings", {})
-    headers = ["variant", "PSNR ↑", "SSIM ↑", "LPIPS ↓", "Chamfer ↓", "F-score ↑", "steps", "train min"]
-    side_by_side = f"; {cfg.parallel} variants trained side by side on one device" if cfg.parallel > 1 else ""
+    headers = ["variant", *(title for _, title, _ in TABLE_COLUMNS), "seeds", "steps", "train min"]
+    side_by_side = f"; {cfg.parallel} runs trained side by side on one device" if cfg.parallel > 1 else ""
     budget = f"{cfg.steps} steps" + ("" if cfg.budget_minutes is None else f" or {cfg.budget_minutes} min")
     machines = "; ".join(f"{r['machine']['device']}, {r['machine']['cpu_count']} CPU cores, torch "
                          f"{r['machine']['torch']}, {r['date']}" for r in runs)
     text = "\n".join([
         "# Ablations (paper Table 2 steps, small scale)", "",
-        f"Preset `{cfg.preset}` at {resolution(cfg)} px, batch {cfg.batch_size}, {budget} per variant, "
-        f"seed {cfg.seed}, LR {cfg.lr} (warm-up {cfg.warmup_steps}), no EMA{side_by_side}. Evaluation: "
-        f"{settings.get('protocol', 'see docs/RESULTS.md')}; {cfg.eval_sampler} with {cfg.eval_steps} steps, "
-        f"seed {cfg.seed} (the deterministic row: one pass); "
+        f"Preset `{cfg.preset}` at {resolution(cfg)} px, batch {cfg.batch_size}, {budget} per run, training seeds "
+        f"{list(cfg.seeds)} (cells: mean ± 95 % CI over seeds), LR {cfg.lr} (warm-up {cfg.warmup_steps}), EMA "
+        f"with warm-up{side_by_side}. Evaluation: {settings.get('protocol', 'see docs/RESULTS.md')} (each row on "
+        f"its own layout); {cfg.eval_sampler} with {cfg.eval_steps} steps, noise seed 0 (the deterministic row: one "
+        f"pass); front PSNR: targets within {FRONT_DEG:g}° of azimuth of the input; "
         f"LPIPS: {settings.get('LPIPS', 'n/a')}; {settings.get('data', '')}.",
         f"Machine: {machines}.", "",
         markdown_table(headers, [table_row(r["label"], r) for r in rows]), "",
@@ -293,7 +367,7 @@ def write_tables(cfg: AblationConfig, rows: list[dict[str, Any]], commands: list
     return cfg.out / "ablations.md"
 
 
-MERGE_IGNORED = {"out", "variants", "merge", "dry_run", "data_workers", "parallel"}
+MERGE_IGNORED = {"out", "variants", "merge", "dry_run", "data_workers", "parallel", "seeds"}
 """Settings that may differ between the invocations merged into one table (`data synth` makes the same items
 whatever the number of workers)."""
 
@@ -313,10 +387,16 @@ def merge(cfg: AblationConfig) -> Path:
         if other != base:
             changed = sorted(k for k in base.keys() | other.keys() if base.get(k) != other.get(k))
             raise InputError(f"{path}: made with other settings than {cfg.merge[0]} ({changed})")
+    seeds = sorted({seed for payload in payloads for seed in payload["config"]["seeds"]})
     merged = config_from_dict(AblationConfig, {**payloads[0]["config"], "out": str(cfg.out), "variants": None,
-                                               "merge": []})
+                                               "merge": [], "seeds": seeds})
     order = [v.name for v in variants(merged)] + [COPY_BASELINE]
-    rows = {r["name"]: r for payload in payloads for r in payload["rows"]}
+    rows: dict[str, dict[str, Any]] = {}
+    for payload in payloads:  # runs of one row from several invocations (e.g. seeds split over GPU calls)
+        for row in payload["rows"]:
+            merged_row = rows.setdefault(row["name"], {**row, "runs": []})
+            seeds = {r["seed"] for r in row["runs"]}
+            merged_row["runs"] = [r for r in merged_row["runs"] if r["seed"] not in seeds] + row["runs"]
     commands = list(dict.fromkeys(c for payload in payloads for c in payload["commands"]))
     return write_tables(merged, [rows[name] for name in order if name in rows], commands,
                         [c for payload in payloads for c in payload["made_with"]],
@@ -332,9 +412,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     chosen = variants(cfg)
     with_copy = cfg.variants is None or COPY_BASELINE in cfg.variants
-    plan = ([synth_command(cfg)] if cfg.data is None else []) + [c for v in chosen for c in
-                                                                  (train_command(cfg, v), eval_command(cfg, v.name))]
-    plan += [eval_command(cfg, COPY_BASELINE)] if with_copy else []
+    jobs = [(v, seed) for seed in cfg.seeds for v in chosen]  # every row's first seed first
+    plan = ([synth_command(cfg)] if cfg.data is None else []) + [
+        c for v, seed in jobs for c in (train_command(cfg, v, seed), eval_command(cfg, v.name, seed))]
+    plan += [eval_command(cfg, COPY_BASELINE, None)] if with_copy else []
     commands = [shown(c) for c in plan]
     if cfg.dry_run:
         print("\n".join(commands))
@@ -343,15 +424,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     check_splits(cfg)
     with ThreadPoolExecutor(max_workers=max(1, cfg.parallel)) as pool:  # threads only wait on subprocesses
-        rows = list(pool.map(lambda variant: _train_and_evaluate(cfg, variant), chosen))
+        results = list(pool.map(lambda job: _train_and_evaluate(cfg, *job), jobs))
+    rows = [{"name": v.name, "label": v.label, "flags": list(v.flags),
+             "runs": [r for (job, _), r in zip(jobs, results) if job is v]} for v in chosen]
     if with_copy:
         rows.append({"name": COPY_BASELINE, "label": "copy-condition baseline (no training)", "flags": [],
-                     "summary": _evaluate(cfg, COPY_BASELINE)})
+                     "runs": [{"seed": None, "summary": _evaluate(cfg, COPY_BASELINE, None)}]})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     path = write_tables(cfg, rows, commands, [shlex.join(["python", "benchmarks/ablations.py", *argv])],
                         [{"machine": machine_info(device), "date": utc_now()}])
     print(f"wrote {path} and {path.with_suffix('.json')}")
-    return 0 if all(r["summary"] for r in rows) else 1
+    return 0 if all(r.get("summary") for row in rows for r in row["runs"]) else 1
 
 
 if __name__ == "__main__":

@@ -34,11 +34,10 @@ from diffusiongs.evaluation import (
     evaluate,
     iter_cases,
     open_reader,
-    rig_around,
     write_report,
 )
 from diffusiongs.gaussians import Gaussians
-from diffusiongs.geometry import Cameras
+from diffusiongs.geometry import Cameras, ViewLayout
 from diffusiongs.geometry.camera import OrbitRig, look_at, orbit_cameras
 from diffusiongs.metrics import psnr
 from diffusiongs.metrics import weights as lpips_weights
@@ -54,7 +53,7 @@ SURFACE_POINTS = 3000
 
 def synth(out: Path, objects: int = 3, scenes: int = 0, views: int = 2) -> Path:
     run_synth(SynthConfig(out=out, objects=objects, scenes=scenes, seed=3,
-                          camera=ObjectCameraConfig(views=views, orbit_views=ORBIT),
+                          camera=ObjectCameraConfig(views=views, view_sampling="random", orbit_views=ORBIT),
                           output=OutputConfig(res=RES, workers=1, progress=False, val_fraction=0.0, test_fraction=1.0,
                                               surface_points=SURFACE_POINTS)))
     return out
@@ -80,7 +79,7 @@ def no_lpips_weights(monkeypatch):
 
 def cases(dataset: Path, **protocol) -> list:
     cfg = ProtocolConfig(**protocol)
-    return list(iter_cases(open_reader(dataset, cfg), cfg, RES, 3))
+    return list(iter_cases(open_reader(dataset, cfg), cfg, RES, ViewLayout(), 3))
 
 
 class Oracle:
@@ -119,18 +118,18 @@ def on_object(points: torch.Tensor, case) -> float:
 
 # ----------------------------------------------------------------------------------------------- protocol
 
-def test_rig_around_an_orbit_camera_is_the_pipeline_rig():
+def test_orbit_layout_around_an_orbit_camera_is_the_pipeline_rig():
     condition = orbit_cameras(16, 3.0, 20.0, 50.0, RES)[0]
     expected = OrbitRig().cameras(4, RES)
-    rig = rig_around(condition, 3)
+    rig = ViewLayout().rig(condition, 3)
     torch.testing.assert_close(rig.c2w, expected.c2w, atol=1e-5, rtol=0)
     torch.testing.assert_close(rig.K, expected.K)
 
 
-def test_rig_around_keeps_the_condition_cameras_radius_and_elevation():
+def test_orbit_layout_keeps_the_condition_cameras_radius_and_elevation():
     eye = torch.tensor([2.0, 0.0, 1.5])  # radius 2.5, elevation 36.9 degrees
     condition = Cameras(look_at(eye), orbit_cameras(1, 1, 0, 40.0, RES).K[0], RES, RES)
-    rig = rig_around(condition, 3)
+    rig = ViewLayout().rig(condition, 3)
     centers = rig.centers
     torch.testing.assert_close(centers.norm(dim=-1), torch.full((4,), 2.5), atol=1e-5, rtol=0)
     torch.testing.assert_close(centers[:, 2], torch.full((4,), 1.5), atol=1e-5, rtol=0)
@@ -332,42 +331,62 @@ def load_script(name: str):
 
 def test_ablation_variants_use_real_train_and_evaluate_flags(tmp_path):
     ablations = load_script("ablations")
-    cfg = ablations.AblationConfig(out=tmp_path, mixed=True)
+    cfg = ablations.AblationConfig(out=tmp_path, mixed=True, seeds=(0, 4))
     rows = {v.name: v for v in ablations.variants(cfg)}
-    assert list(rows) == ["baseline", "diffusion", "point-loss", "mixed", "rppc", "random-views"]
+    assert list(rows) == ["baseline", "diffusion", "point-loss", "mixed", "rppc", "constrained-views", "random-views"]
+    layouts = {"constrained-views": "constrained", "random-views": "random"}
     for variant in rows.values():
-        train = tyro.cli(TrainArgs, args=ablations.train_command(cfg, variant)[1:])
+        train = tyro.cli(TrainArgs, args=ablations.train_command(cfg, variant, 4)[1:])
         t = train.train
-        assert (t.steps, t.seed, t.resolution, t.preset, t.optim.ema_decay) == (2000, 0, 64, "small", None)
+        assert (t.steps, t.seed, t.resolution, t.preset) == (2000, 4, 64, "small")
+        assert t.out == tmp_path / "runs" / variant.name / "seed4"
         assert t.deterministic == (variant.name == "baseline")
         assert (t.step.loss.point_warmup_steps == 0) == (variant.name in ("baseline", "diffusion"))
-        assert t.ray_embedding == ("rppc" if variant.name in ("rppc", "random-views") else "plucker")
-        assert train.selection.mode == ("random" if variant.name == "random-views" else "constrained")
-        assert bool(train.scene_data) == (variant.name in ("mixed", "rppc", "random-views"))
-        evaluate_args = tyro.cli(EvaluateArgs, args=ablations.eval_command(cfg, variant.name)[1:])
-        assert evaluate_args.checkpoint == tmp_path / "runs" / variant.name and evaluate_args.protocol.split == "test"
+        assert t.ray_embedding == ("rppc" if variant.name in ("rppc", *layouts) else "plucker")
+        assert t.layout.mode == layouts.get(variant.name, "orbit")
+        assert bool(train.scene_data) == (variant.name in ("mixed", "rppc", *layouts))
+        evaluate_args = tyro.cli(EvaluateArgs, args=ablations.eval_command(cfg, variant.name, 4)[1:])
+        assert evaluate_args.checkpoint == t.out and evaluate_args.protocol.split == "test"
+        assert evaluate_args.seed == 0 and evaluate_args.layout is None  # each model on its own layout
     assert "mixed" not in {v.name for v in ablations.variants(replace(cfg, mixed=False))}
-    baseline = tyro.cli(EvaluateArgs, args=ablations.eval_command(cfg, ablations.COPY_BASELINE)[1:])
+    baseline = tyro.cli(EvaluateArgs, args=ablations.eval_command(cfg, ablations.COPY_BASELINE, None)[1:])
     assert baseline.baseline == "copy-condition" and baseline.protocol.resolution == 64
-    synth_args = tyro.cli(SynthConfig, args=ablations.synth_command(cfg)[2:])
-    assert (synth_args.objects, synth_args.scenes, synth_args.output.res) == (400, 100, 64)
-    with pytest.raises(InputError, match="unknown"):
-        ablations.variants(replace(cfg, variants=("rppc", "nope")))
+
+
+def test_ablation_table_gives_the_mean_and_a_t_interval_over_seeds():
+    ablations = load_script("ablations")
+    runs = [{"seed": s, "steps_reached": 10, "train_minutes": 1.0,
+             "summary": {"metrics": {"psnr": p, "ssim": 0.5, "lpips": 0.2, "fd_vgg": 3.0, "chamfer": 0.1,
+                                     "f_score": 0.3, "psnr_by_view": {"4": p + 1, "8": p - 1, "12": p + 1}}}}
+            for s, p in enumerate((14.0, 15.0, 16.0))]
+    mean, half = ablations.mean_and_ci([r["summary"]["metrics"]["psnr"] for r in runs])
+    assert mean == pytest.approx(15.0) and half == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+    assert ablations.front_psnr(runs[0]["summary"]) == pytest.approx(15.0)  # views 4 and 12 are 90 degrees away
+    cells = ablations.table_row("x", {"runs": runs})
+    assert cells[1] == "15.00 ± 2.48" and cells[-3:] == ["3", "10", "1.0"]
 
 
 def test_ablation_tables_from_several_calls_merge_in_table_order(tmp_path):
     ablations = load_script("ablations")
-    metrics = {"items": 2, "psnr": 20.0, "ssim": 0.9, "lpips": None, "chamfer": 0.1, "f_score": 0.5}
     run_info = [{"machine": {"device": "cuda: test", "cpu_count": 1, "torch": "x"}, "date": "today"}]
-    for folder, names in (("a", ("rppc",)), ("b", ("baseline", "copy-condition"))):
-        cfg = ablations.AblationConfig(out=tmp_path / folder, variants=names)
-        rows = [{"name": n, "label": n.upper(), "summary": {"metrics": metrics}, "steps_reached": 7} for n in names]
+
+    def run(seed, psnr):
+        metrics = {"items": 2, "psnr": psnr, "ssim": 0.9, "lpips": None, "fd_vgg": None, "chamfer": 0.1,
+                   "f_score": 0.5}
+        return {"seed": seed, "summary": {"metrics": metrics}, "steps_reached": 7}
+
+    # Call a: rppc seed 0; call b: baseline, the copy row and rppc seed 1 (seeds of one row split over calls).
+    for folder, names, seed in (("a", ("rppc",), 0), ("b", ("baseline", "rppc", "copy-condition"), 1)):
+        cfg = ablations.AblationConfig(out=tmp_path / folder, variants=names, seeds=(seed,))
+        rows = [{"name": n, "label": n.upper(), "runs": [run(seed, 20.0 + seed)]} for n in names]
         ablations.write_tables(cfg, rows, [f"cmd {n}" for n in names], [f"made {folder}"], run_info)
     assert ablations.main(["--out", str(tmp_path / "m"), "--merge", str(tmp_path / "a" / "ablations.json"),
                            str(tmp_path / "b" / "ablations.json")]) == 0
     table = (tmp_path / "m" / "ablations.md").read_text()
     assert table.index("| BASELINE |") < table.index("| RPPC |") < table.index("| COPY-CONDITION |")
-    assert "| RPPC | 20.00 | 0.9000 | n/a | 0.1000 | 0.5000 | 7 | n/a |" in table
+    half = 12.706 * math.sqrt(0.5) / math.sqrt(2)
+    assert f"| RPPC | 20.50 ± {half:.2f} | n/a | 0.9000 ± 0.0000 | n/a | n/a | 0.1000 ± 0.0000 |" in table
+    assert "training seeds [0, 1]" in table
     other = ablations.AblationConfig(out=tmp_path / "c", steps=5)
     ablations.write_tables(other, [], [], [], run_info)
     with pytest.raises(InputError, match="steps"):

@@ -35,10 +35,10 @@ NA = "n/a"
 SHEET_GAP = 4
 """Pixels between contact-sheet tiles; items are separated by three times as much."""
 
-DIGITS = {"psnr": 2, "ssim": 4, "lpips": 4, "chamfer": 4, "f_score": 4, "precision": 4, "recall": 4}
+DIGITS = {"psnr": 2, "ssim": 4, "lpips": 4, "fd_vgg": 2, "chamfer": 4, "f_score": 4, "precision": 4, "recall": 4}
 """Decimals in the Markdown tables (the CSV and JSON keep full precision)."""
 
-TABLE_HEADERS = ["method", "items", "PSNR ↑", "SSIM ↑", "LPIPS ↓", "Chamfer ↓", "F-score ↑", "s/item"]
+TABLE_HEADERS = ["method", "items", "PSNR ↑", "SSIM ↑", "LPIPS ↓", "FD-VGG16 ↓", "Chamfer ↓", "F-score ↑", "s/item"]
 
 
 def format_value(value: float | int | None, digits: int = 6) -> str:
@@ -83,7 +83,8 @@ def method_label(info: dict[str, Any]) -> str:
 def summary_row(label: str, summary: dict[str, Any]) -> list[str]:
     """One row under :data:`TABLE_HEADERS`."""
     return [label, str(summary["items"]), *(format_value(summary[m], DIGITS[m]) for m in IMAGE_METRICS),
-            format_value(summary["chamfer"], DIGITS["chamfer"]), format_value(summary["f_score"], DIGITS["f_score"]),
+            format_value(summary.get("fd_vgg"), DIGITS["fd_vgg"]), format_value(summary["chamfer"], DIGITS["chamfer"]),
+            format_value(summary["f_score"], DIGITS["f_score"]),
             format_value(summary["seconds_median"], 3)]
 
 

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from diffusiongs.evaluation.predictors import Predictor
 from diffusiongs.evaluation.protocol import EvalCase, Skipped
 from diffusiongs.evaluation.scoring import GeometryConfig, geometry_scores, image_scores
+from diffusiongs.metrics.frechet import frechet_distance, vgg_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,17 @@ class EvalResult:
     skipped: list[Skipped] = field(default_factory=list)
     sheet: list[SheetEntry] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    embeddings: dict[str, list[Tensor]] = field(default_factory=lambda: {"renders": [], "targets": []})
+    """VGG16 embeddings of every scored view (with LPIPS weights only), for the FD-VGG16 distance."""
+
+    def fd_vgg(self) -> float | None:
+        """FD-VGG16 between all predicted and all ground-truth target views (:mod:`diffusiongs.metrics.frechet`);
+        None without LPIPS weights or with fewer than two views."""
+        renders, targets = (torch.cat(self.embeddings[k]) if self.embeddings[k] else None
+                            for k in ("renders", "targets"))
+        if renders is None or len(renders) < 2:
+            return None
+        return frechet_distance(renders.numpy(), targets.numpy())
 
     def summary(self) -> dict[str, Any]:
         """Means over scored items (geometry over items that have it; None where nothing was measured)."""
@@ -77,6 +89,7 @@ class EvalResult:
             out[name] = _mean(present) if present and (name in GEOMETRY_METRICS or len(present) == len(values)) \
                 else None
         out["geometry_items"] = sum(i.chamfer is not None for i in self.items)
+        out["fd_vgg"] = self.fd_vgg()
         seconds = [i.seconds for i in self.items]
         out["seconds_mean"] = _mean(seconds) if seconds else None
         out["seconds_median"] = statistics.median(seconds) if seconds else None
@@ -140,6 +153,9 @@ def evaluate(predictor: Predictor, cases: Iterable[EvalCase | Skipped], lpips: t
             continue
         item, renders = score_case(case, predictor, lpips, geometry)
         result.items.append(item)
+        if lpips is not None:
+            result.embeddings["renders"].append(vgg_embeddings(lpips, renders))
+            result.embeddings["targets"].append(vgg_embeddings(lpips, case.targets))
         log.info("%s: PSNR %.2f SSIM %.4f", item.item_id, item.psnr, item.ssim)
         if len(result.sheet) < sheet_items:
             chosen = sheet_indices(len(case.target_views), sheet_views)
