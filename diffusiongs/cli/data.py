@@ -1,7 +1,8 @@
 """``diffusiongs data``: make and inspect datasets (docs/data.md).
 
     diffusiongs data synth --out DIR --objects N [--scenes M] --views 32 --res R [--seed S] [--workers W]
-    diffusiongs data render MESHES... --out DIR [--shard i/n] [--objaverse UIDS...]
+    diffusiongs data bundle SOURCES... --out BUNDLE [--max-faces 6000] [--max-texture-size 128]
+    diffusiongs data render MESHES... --out DIR [--bundle BUNDLE] [--shard i/n] [--objaverse UIDS...]
     diffusiongs data convert --kind mvimgnet --path SRC --out DIR [--res 256] [--workers W] [--shard i/n]
     diffusiongs data manifest DIR
     diffusiongs data preview DIR --out sheet.png
@@ -17,6 +18,7 @@ from typing import Annotated
 import tyro
 from PIL import Image
 
+from diffusiongs.data.bundle import BundleConfig, run_bundle
 from diffusiongs.data.convert import ConvertConfig, run_convert
 from diffusiongs.data.preview import contact_sheet
 from diffusiongs.data.render_meshes import MeshRenderConfig, run_render
@@ -59,6 +61,7 @@ class PreviewCommand:
 
 
 Command = (Annotated[SynthConfig, tyro.conf.subcommand("synth")]
+           | Annotated[BundleConfig, tyro.conf.subcommand("bundle")]
            | Annotated[MeshRenderConfig, tyro.conf.subcommand("render")]
            | Annotated[ConvertConfig, tyro.conf.subcommand("convert")]
            | Annotated[ManifestCommand, tyro.conf.subcommand("manifest")]
@@ -74,6 +77,14 @@ def main(argv: list[str]) -> int:
         print(f"{report.done} made, {report.skipped} already done, {report.failed} failed; "
               f"{report.views} views in {report.seconds:.1f} s ({report.views_per_second:.1f} views/s)")
         return 1 if report.failed and not report.done else 0
+    if isinstance(command, BundleConfig):
+        index = run_bundle(command)
+        meshes = index["meshes"]
+        held_out = sum(m["split"] == "test" for m in meshes)
+        size = sum(m["bytes"] for m in meshes) / 2**20
+        print(f"{len(meshes)} meshes ({held_out} held out) from {len(index['sources'])} sources in "
+              f"{command.out}: {size:.1f} MiB")
+        return 0 if meshes else 1
     if isinstance(command, ManifestCommand):
         manifest = build_manifest(command.root, command.val_fraction, command.test_fraction)
         print(", ".join(f"{name}: {len(ids)}" for name, ids in manifest.splits.items()))

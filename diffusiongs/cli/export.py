@@ -13,7 +13,7 @@ from diffusiongs.errors import InputError
 from diffusiongs.system import io as model_io
 from diffusiongs.training.checkpoint import latest_checkpoint
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,9 @@ class ExportArgs:
     """The inference folder to write."""
     weights: Literal["ema", "raw"] = "ema"
     """The EMA weights (used when present) or the raw training weights."""
-    dtype: Literal["float32", "float16", "bfloat16"] = "float16"
-    """Storage precision; loading casts back to float32."""
+    dtype: Literal["float32", "float16", "bfloat16", "int8"] = "float16"
+    """Storage precision; loading casts back to float32. int8 (matrices quantised per output row, a quarter of
+    float32) is for moving weights where bytes are scarce, e.g. as the start of a run on a GPU machine."""
     max_shard_mb: float | None = None
     """Split the weights into shards of at most this size (with an index file)."""
 

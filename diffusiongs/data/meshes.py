@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from jaxtyping import Float
 
 from diffusiongs.data.gl import Material, MeshPart, RenderMesh
+from diffusiongs.data.mesh_archive import SUFFIX as ARCHIVE_SUFFIX
+from diffusiongs.data.mesh_archive import read_mesh
 from diffusiongs.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -24,15 +27,19 @@ _Y_UP_TO_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 _DEFAULT_GREY = (0.8, 0.8, 0.8)
 
 
-def load_mesh(path: Path, up_axis: UpAxis = "y") -> RenderMesh:
-    """A mesh file as parts in the z-up world, centred and scaled into [-1, 1]^3.
+def load_mesh(path: Path, up_axis: UpAxis = "y", rotation: Float[np.ndarray, "3 3"] | None = None) -> RenderMesh:
+    """A mesh file as parts in the z-up world, centred and scaled into [-1, 1]^3. Compact archives of a mesh
+    bundle (``.mesh.npz``, already normalised) are read as they are.
 
     Args:
         up_axis: the file's up axis; ``"y"`` for glTF (by specification) and most OBJ/PLY/DAE exports.
+        rotation: turns the file's model into its up-axis frame first (e.g. a catalogue's ``modelRotation``).
 
     Raises:
         InputError: the file cannot be read or holds no triangles.
     """
+    if path.name.endswith(ARCHIVE_SUFFIX):
+        return read_mesh(path)
     import trimesh  # optional dependency (diffusiongs[data])
 
     try:
@@ -45,6 +52,8 @@ def load_mesh(path: Path, up_axis: UpAxis = "y") -> RenderMesh:
     if not parts:
         raise InputError(f"{path}: no triangles (point clouds and lines cannot be rendered)")
     mesh = RenderMesh(tuple(parts))
+    if rotation is not None:
+        mesh = mesh.transformed(np.asarray(rotation, np.float64), np.zeros(3))
     if up_axis == "y":
         mesh = mesh.transformed(_Y_UP_TO_Z_UP, np.zeros(3))
     try:

