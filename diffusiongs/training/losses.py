@@ -33,9 +33,11 @@ class LossConfig:
     """sigma0, the target standard deviation of Gaussian distances from the camera in L_pd."""
     supervise_condition_view: bool = True
     """Count the condition view's render in L_de, as the official code does (it supervises every rendered view)."""
-    perceptual_resolution: int | None = None
-    """Resize images to this side before the perceptual network (official: 256); None scores them at the training
-    resolution, which costs far less at small resolutions and is the same at 256."""
+    perceptual_resolution: int | None = 256
+    """Images larger than this side are resized down to it before the perceptual network, as the official code
+    resizes its 512-px renders to 256; smaller ones are scored at their own size (None: always their own size).
+    Upsampling 64- or 128-px renders to 256 would cost 16x or 4x the VGG work and add no pixels; the price is a
+    coarser deepest tap (4 x 4 features at 64 px, 8 x 8 at 128 px). docs/RESULTS.md states the choice."""
 
 
 def per_sample_mse(pred: Float[Tensor, "b v 3 h w"], target: Float[Tensor, "b v 3 h w"]) -> Float[Tensor, " b"]:

