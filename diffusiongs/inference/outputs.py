@@ -17,8 +17,6 @@ from diffusiongs.gaussians import UpAxis, save_ply
 from diffusiongs.inference.media import image_row, to_uint8, turntable, write_image, write_video
 from diffusiongs.inference.pipeline import GenerationResult, Pipeline
 
-OUTPUT_FILES = ("gaussians.ply", "views.png", "turntable.mp4", "turntable.gif", "meta.json")
-
 
 @dataclass(frozen=True)
 class OutputConfig:
@@ -52,7 +50,7 @@ def render_turntable(pipeline: Pipeline, result: GenerationResult, cfg: OutputCo
 
 
 def write_outputs(pipeline: Pipeline, result: GenerationResult, folder: str | Path, cfg: OutputConfig = OutputConfig(),
-                  progress: ProgressCallback | None = None, extra_meta: dict[str, Any] | None = None) -> dict[str, Any]:
+                  progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Write one generation into ``folder`` (created if needed; files of an earlier run are replaced).
 
     ``progress(frames done, frames)`` follows the turntable rendering. Returns what ``meta.json`` holds.
@@ -91,7 +89,6 @@ def write_outputs(pipeline: Pipeline, result: GenerationResult, folder: str | Pa
         "diffusiongs": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
-        **(extra_meta or {}),
     }
     write_json_atomic(folder / "meta.json", meta)
     return meta
