@@ -12,6 +12,11 @@ class InputError(ValueError):
     """A file, folder or option that cannot be used as given."""
 
 
+class InputWarning(UserWarning):
+    """An input that is used, but probably not as the user hoped (a tiny image, a fallback method). The CLI prints
+    its message as one line."""
+
+
 def exit_with(main: Callable[[], int], prog: str) -> NoReturn:
     """Exit with ``main()``'s code; an :class:`InputError` becomes one line on stderr (``PROG: error: ...``) and exit
     code 2, as in the ``diffusiongs`` command, instead of a traceback. For the scripts beside the package."""

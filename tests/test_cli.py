@@ -1,6 +1,8 @@
 """The `diffusiongs` command line as a user runs it: outputs that re-import and play, one-line errors."""
 
 import json
+import re
+import sys
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -9,8 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from diffusiongs import __version__
 from diffusiongs.cli.main import entrypoint
 from diffusiongs.gaussians import load_ply
+from diffusiongs.inference import Pipeline
 from diffusiongs.system import DiffusionGS, preset
 from diffusiongs.system.io import export_model
 
@@ -31,64 +35,192 @@ def rgba_image(path: Path) -> Path:
     return path
 
 
+def rgb_photo(path: Path) -> Path:
+    """An RGB image without alpha: the object on a plain light backdrop."""
+    image = np.full((90, 70, 3), 235, np.uint8)
+    image[20:70, 15:55] = (200, 60, 40)
+    Image.fromarray(image).save(path)
+    return path
+
+
+def generate(*args: str | Path) -> int:
+    return entrypoint(["generate", *map(str, args)])
+
+
+def terminal_lines(text: str) -> list[str]:
+    """The non-empty lines a terminal shows for ``text``: a carriage return goes back to the line's start and what
+    follows overwrites (how progress bars redraw and clear themselves)."""
+    lines = []
+    for line in text.split("\n"):
+        shown = ""
+        for segment in line.split("\r"):
+            shown = segment + shown[len(segment):]
+        if shown.strip():
+            lines.append(shown.rstrip())
+    return lines
+
+
 def test_generate_writes_a_ply_that_reimports_and_videos_that_play(tmp_path, tiny_model):
     out = tmp_path / "out"
-    code = entrypoint(["generate", str(rgba_image(tmp_path / "in.png")), "--checkpoint", str(tiny_model),
-                       "--out", str(out), "--steps", "3", "--frames", "6", "--seed", "3"])
+    code = generate(rgba_image(tmp_path / "in.png"), "--checkpoint", tiny_model, "--out", out, "--steps", "3",
+                    "--turntable-seconds", "0.5", "--turntable-fps", "12", "--turntable-size", "24", "--seed", "3")
     assert code == 0
     gaussians = load_ply(out / "gaussians.ply")
     meta = json.loads((out / "meta.json").read_text())
-    assert gaussians.num_gaussians == meta["num_gaussians"] == 2 * 32 * 32 * 2  # (1 + N) views, 32 px, N = 3
+    predicted = 2 * 32 * 32 * 2  # (1 + N) views, 32 px, N = 3
+    assert meta["export"]["num_predicted"] == predicted
+    assert gaussians.num_gaussians == meta["num_gaussians"] == meta["export"]["num_written"] <= predicted
+    assert "opacity > 0.02" in meta["export"]["rule"] and meta["foreground"] == "alpha"
     assert torch.isfinite(gaussians.means).all()
     assert sum(1 for _ in iio.imiter(out / "turntable.mp4", plugin="FFMPEG")) == 6  # decoded by imageio-ffmpeg
     gif = iio.imread(out / "turntable.gif", index=None)
-    assert gif.shape[0] == 6
+    assert gif.shape[:3] == (6, 24, 24)
     views = np.asarray(Image.open(out / "views.png"))
     assert views.shape[0] == 32 and views.shape[1] > 4 * 32
     assert meta["generate"]["sampler"] == {"name": "ddim", "num_steps": 3, "eta": 0.0}
     assert set(meta["timings"]) >= {"load_model_s", "sampling_s", "turntable_s"}
 
 
-def test_generate_is_deterministic_per_seed(tmp_path, tiny_model):
+def test_generate_is_deterministic_per_seed_and_keeps_everything_on_request(tmp_path, tiny_model):
     image = rgba_image(tmp_path / "in.png")
     runs = []
     for name in ("a", "b"):
-        assert entrypoint(["generate", str(image), "--checkpoint", str(tiny_model), "--out", str(tmp_path / name),
-                           "--steps", "2", "--frames", "0", "--seed", "5"]) == 0
+        assert generate(image, "--checkpoint", tiny_model, "--out", tmp_path / name, "--steps", "2",
+                        "--turntable-seconds", "0", "--seed", "5", "--min-opacity", "0", "--keep-clipped") == 0
         runs.append(load_ply(tmp_path / name / "gaussians.ply"))
     assert torch.equal(runs[0].means, runs[1].means)
+    assert runs[0].num_gaussians == 2 * 32 * 32 * 2
+    assert not (tmp_path / "a" / "turntable.mp4").exists()
+
+
+def test_up_y_writes_the_same_gaussians_rotated(tmp_path, tiny_model):
+    image = rgba_image(tmp_path / "in.png")
+    for up in ("z", "y"):
+        assert generate(image, "--checkpoint", tiny_model, "--out", tmp_path / up, "--steps", "1",
+                        "--turntable-seconds", "0", "--up", up) == 0
+    z_up, y_up = (load_ply(tmp_path / up / "gaussians.ply") for up in ("z", "y"))
+    x, y, z = z_up.means.unbind(-1)
+    assert torch.allclose(y_up.means, torch.stack([x, z, -y], dim=-1), atol=1e-5)
+    assert json.loads((tmp_path / "y" / "meta.json").read_text())["export"]["up"] == "y"
 
 
 def test_readme_main_command_runs_on_the_shipped_model(tmp_path):
-    """The README's command with fewer steps: the demo model and the example image ship with the repository."""
-    image = ROOT / "examples" / "images" / "checker_cube.png"
-    assert entrypoint(["generate", str(image), "--out", str(tmp_path), "--steps", "2", "--frames", "2"]) == 0
-    assert load_ply(tmp_path / "gaussians.ply").num_gaussians == 4 * 128 * 128
+    """The README's command with its image (fewer steps): the demo model and the image ship with the repository."""
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"<!-- main-command -->.*?diffusiongs generate (\S+) --out \S+", readme, re.S)
+    assert generate(ROOT / command.group(1), "--out", tmp_path, "--steps", "2", "--turntable-seconds", "0.1",
+                    "--no-progress") == 0
+    assert load_ply(tmp_path / "gaussians.ply").num_gaussians > 0
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["export"]["num_predicted"] == 4 * 128 * 128 and meta["foreground"] in ("alpha", "u2netp")
 
 
-@pytest.mark.parametrize("case", ["missing", "not_an_image", "bad_checkpoint", "rgb_without_remover"])
-def test_bad_input_gives_one_line_error_naming_the_file(tmp_path, tiny_model, capsys, case, monkeypatch):
+@pytest.mark.parametrize("case", ["missing", "not_an_image", "bad_checkpoint", "out_is_a_file"])
+def test_bad_input_gives_one_line_error_naming_the_file(tmp_path, tiny_model, capsys, case):
     image = rgba_image(tmp_path / "in.png")
-    checkpoint = tiny_model
+    checkpoint, out = tiny_model, tmp_path / "o"
+    named = image
     if case == "missing":
-        image = tmp_path / "nope.png"
+        image = named = tmp_path / "nope.png"
     elif case == "not_an_image":
         image.write_bytes(b"this is text")
     elif case == "bad_checkpoint":
-        checkpoint = tmp_path / "ckpt"
+        checkpoint = named = tmp_path / "ckpt"
         checkpoint.mkdir()
         (checkpoint / "config.json").write_text((tiny_model / "config.json").read_text())
         (checkpoint / "model.safetensors").write_bytes(b"\x00" * 20)
     else:
-        Image.open(image).convert("RGB").save(image)
-        monkeypatch.setitem(__import__("sys").modules, "rembg", None)  # as if the `segment` extra were missing
-    code = entrypoint(["generate", str(image), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
-                       "--steps", "1", "--frames", "0"])
-    err = capsys.readouterr().err.strip()
+        out = named = tmp_path / "taken.txt"
+        out.write_text("not a folder")
+    code = generate(image, "--checkpoint", checkpoint, "--out", out, "--steps", "1", "--turntable-seconds", "0")
+    lines = terminal_lines(capsys.readouterr().err)
     assert code == 2
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert (str(checkpoint) if case == "bad_checkpoint" else str(image)) in err
-    assert not (tmp_path / "o" / "gaussians.ply").exists()
+    assert len(lines) == 1 and "Traceback" not in lines[0]
+    assert str(named) in lines[0]
+    assert not (out / "gaussians.ply").exists()
+
+
+@pytest.mark.parametrize("option,value", [("--steps", "0"), ("--steps", "-3"), ("--turntable-fps", "0"),
+                                          ("--turntable-seconds", "-1"), ("--turntable-size", "4"),
+                                          ("--foreground-ratio", "1.5"), ("--min-opacity", "1"), ("--crop", "0"),
+                                          ("--elevation", "95"), ("--camera-template", "nope.pt")])
+def test_bad_options_stop_before_the_model_is_loaded(tmp_path, capsys, monkeypatch, option, value):
+    def fail(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(Pipeline, "from_pretrained", fail)
+    code = generate(rgba_image(tmp_path / "in.png"), "--out", tmp_path / "o", option, value)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith(f"diffusiongs generate: error: {option}")
+
+
+def test_too_many_steps_for_the_schedule_stop_before_any_image(tmp_path, tiny_model, capsys):
+    code = generate(rgba_image(tmp_path / "in.png"), "--checkpoint", tiny_model, "--out", tmp_path / "o",
+                    "--steps", "1001")
+    assert code == 2 and "--steps: must be at most 1000" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_many_images_load_the_model_once_and_skip_what_cannot_be_used(tmp_path, tiny_model, capsys, monkeypatch):
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    rgba_image(folder / "a.png")
+    rgb_photo(folder / "b.jpg")
+    (folder / "broken.png").write_bytes(b"not an image")
+    (folder / "notes.txt").write_text("not looked at: not an image suffix")
+    rgba_image(folder / "more" / "a.png")  # the same name as photos/a.png
+    loads = []
+    real = Pipeline.from_pretrained.__func__
+
+    def counted(cls, *args, **kwargs):
+        loads.append(1)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(counted))
+    out = tmp_path / "out"
+    code = generate(folder, folder / "more" / "a.png", tmp_path / "missing.png", "--checkpoint", tiny_model,
+                    "--out", out, "--steps", "1", "--turntable-seconds", "0", "--no-progress")
+    captured = capsys.readouterr()
+    assert code == 0 and len(loads) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a", "a-2", "b"]
+    assert all((out / name / "gaussians.ply").is_file() for name in ("a", "a-2", "b"))
+    assert json.loads((out / "b" / "meta.json").read_text())["foreground"] == "u2netp"
+    skipped = [line for line in captured.err.splitlines() if "skipped" in line]
+    assert len(skipped) == 2 and any("broken.png" in line for line in skipped)
+    assert any("missing.png: file not found" in line for line in skipped)
+    assert "3 of 5 inputs generated" in captured.out
+
+
+def test_many_images_with_none_usable_exit_2(tmp_path, tiny_model, capsys):
+    (tmp_path / "x.png").write_bytes(b"no")
+    (tmp_path / "y.png").write_bytes(b"no")
+    code = generate(tmp_path / "x.png", tmp_path / "y.png", "--checkpoint", tiny_model, "--out", tmp_path / "o",
+                    "--steps", "1", "--turntable-seconds", "0", "--no-progress")
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.count("skipped") == 2 and "0 of 2 inputs" in captured.out
+
+
+def test_progress_bars_and_warnings_on_their_own_lines(tmp_path, tiny_model, capsys, monkeypatch):
+    """An RGB photo without onnxruntime falls back to the border fill and says so in one line, as does a tiny
+    input; --no-progress leaves only those lines on stderr."""
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if onnxruntime could not be imported
+    photo = rgb_photo(tmp_path / "photo.png")
+    Image.open(photo).resize((12, 10)).save(photo)
+    args = [photo, "--checkpoint", tiny_model, "--steps", "2", "--turntable-seconds", "0.1"]
+    assert generate(*args, "--out", tmp_path / "quiet", "--no-progress") == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("diffusiongs generate: warning: ") for line in lines)
+    assert "border-colour fallback" in lines[0] + lines[1] and "12x10 pixels is small" in lines[0] + lines[1]
+    assert json.loads((tmp_path / "quiet" / "meta.json").read_text())["foreground"] == "border-fill"
+    assert generate(*args, "--out", tmp_path / "bars") == 0
+    err = capsys.readouterr().err
+    assert "sampling" in err and "turntable" in err
+    assert terminal_lines(err) == lines  # the bars cleared themselves; each warning on a line of its own
+
+
+def test_version(capsys):
+    assert entrypoint(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"diffusiongs {__version__}"
 
 
 def test_unknown_command_and_help(capsys):

@@ -69,6 +69,20 @@ def test_oracle_x0_predictor_returns_x0(name, eta, steps):
     assert calls == respaced_timesteps(1000, steps)
 
 
+def test_reverse_process_reports_progress_after_every_step():
+    sampler = make_sampler(NoiseSchedule(), SamplerConfig(num_steps=4))
+    reports, calls = [], []
+
+    def predict(x_t, t):
+        calls.append(len(reports))  # how many reports came before this network evaluation
+        return torch.zeros_like(x_t)
+
+    progress = lambda done, total: reports.append((done, total))
+    run_reverse_process(sampler, predict, torch.randn(1, 3, 4, 4), progress=progress)
+    assert reports == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert calls == [0, 1, 2, 3]
+
+
 def test_ddim_intermediate_states_stay_on_the_forward_marginal():
     """With an oracle and eta = 0, DDIM's x at step t equals sqrt(abar_t) x0 + sqrt(1 - abar_t) eps for the
     initial eps (it keeps eps fixed)."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 import importlib
 import sys
 
+from diffusiongs import __version__
 from diffusiongs.errors import InputError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "generate": ("diffusiongs.cli.generate", "image -> 3D Gaussians (.ply), turntable video and views"),
+    "generate": ("diffusiongs.cli.generate", "images -> 3D Gaussians (.ply), turntable videos and views"),
     "train": ("diffusiongs.cli.train", "train a model (single process or under torchrun)"),
     "data": ("diffusiongs.cli.data", "make datasets: `data synth` (procedural), `data render` (meshes)"),
     "evaluate": ("diffusiongs.cli.evaluate", "score a checkpoint on a dataset (PSNR/SSIM/LPIPS, geometry)"),
@@ -24,7 +25,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     width = max(map(len, SUBCOMMANDS))
-    lines = ["usage: diffusiongs COMMAND [ARGS...]   (diffusiongs COMMAND --help for its options)", "", "commands:"]
+    lines = ["usage: diffusiongs COMMAND [ARGS...]   (diffusiongs COMMAND --help for its options)",
+             "       diffusiongs --version", "", "commands:"]
     lines += [f"  {name.ljust(width)}  {summary}" for name, (_, summary) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
@@ -33,6 +35,9 @@ def entrypoint(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
+        return 0
+    if argv[0] == "--version":
+        print(f"diffusiongs {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:

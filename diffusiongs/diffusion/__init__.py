@@ -2,6 +2,7 @@
 
 from diffusiongs.diffusion.samplers import (
     SAMPLERS,
+    ProgressCallback,
     Sampler,
     SamplerConfig,
     make_sampler,
@@ -10,5 +11,5 @@ from diffusiongs.diffusion.samplers import (
 )
 from diffusiongs.diffusion.schedule import NoiseSchedule, NoiseScheduleConfig
 
-__all__ = ["SAMPLERS", "NoiseSchedule", "NoiseScheduleConfig", "Sampler", "SamplerConfig", "make_sampler",
-           "respaced_timesteps", "run_reverse_process"]
+__all__ = ["SAMPLERS", "NoiseSchedule", "NoiseScheduleConfig", "ProgressCallback", "Sampler", "SamplerConfig",
+           "make_sampler", "respaced_timesteps", "run_reverse_process"]

@@ -154,12 +154,21 @@ def make_sampler(schedule: NoiseSchedule, cfg: SamplerConfig) -> Sampler:
     return SAMPLERS[cfg.name](schedule, cfg)
 
 
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` after each unit of work (here: network evaluations)."""
+
+
 def run_reverse_process(sampler: Sampler, predict_x0: Callable[[Tensor, int], Tensor],
-                        x_T: Float[Tensor, "..."], generator: torch.Generator | None = None) -> Tensor:
+                        x_T: Float[Tensor, "..."], generator: torch.Generator | None = None,
+                        progress: ProgressCallback | None = None) -> Tensor:
     """Run the whole chain from x_T: at each step call ``predict_x0(x_t, t)`` with the original step t, then
-    ``sampler.step``. Returns the final sample (the last x0 prediction)."""
+    ``sampler.step``, then ``progress(steps done, steps in all)``. Returns the final sample (the last x0
+    prediction)."""
     sampler.reset()
     x = x_T
+    total = len(sampler.timesteps)
     for index, t in enumerate(sampler.timesteps):
         x = sampler.step(predict_x0(x, t), index, x, generator)
+        if progress is not None:
+            progress(index + 1, total)
     return x

@@ -12,6 +12,16 @@ SH_C0 = 0.28209479177387814
 """The degree-0 real spherical harmonic, 1 / (2 sqrt(pi)): colour = SH_C0 * f_dc + 0.5."""
 
 
+def quaternion_product(a: Float[Tensor, "*batch 4"], b: Float[Tensor, "*batch 4"]) -> Float[Tensor, "*batch 4"]:
+    """The Hamilton product ``a ⊗ b`` of (w, x, y, z) quaternions: the rotation ``b`` followed by ``a``."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz,
+                        aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx,
+                        aw * bz + ax * by - ay * bx + az * bw], dim=-1)
+
+
 @dataclass(frozen=True)
 class Gaussians:
     """3D Gaussians with activated (render-ready) parameters; any leading batch shape, N Gaussians.
@@ -78,6 +88,17 @@ class Gaussians:
         """Merge the batch dimensions: ``[*batch, N, c] -> [prod(batch), N, c]``."""
         lead = self.batch_shape.numel()
         return self._map(lambda t: t.reshape(lead, *t.shape[len(self.batch_shape):]))
+
+    def rotated(self, rotation: Float[Tensor, "4"]) -> Gaussians:
+        """The same Gaussians rotated about the world origin by the unit quaternion ``rotation`` (w, x, y, z):
+        centres ``mu -> R mu``, orientations ``q -> r ⊗ q`` (so covariances become ``R Sigma R^T``). Colours are
+        view-independent (SH degree 0), so they do not change."""
+        r = rotation.to(self.means)
+        w, u = r[0], r[1:]
+        # Rodrigues in quaternion form: R v = v + 2 w (u x v) + 2 u x (u x v).
+        uv = torch.linalg.cross(u.expand_as(self.means), self.means)
+        means = self.means + 2 * w * uv + 2 * torch.linalg.cross(u.expand_as(uv), uv)
+        return replace(self, means=means, quats=quaternion_product(r.expand_as(self.quats), self.quats))
 
     @staticmethod
     def cat(parts: list[Gaussians]) -> Gaussians:

@@ -4,18 +4,28 @@ Per vertex, little-endian float32: ``x y z nx ny nz f_dc_0..2 f_rest_0..(3*(K-1)
 with opacity as a logit, scales as logs, rotations as (w, x, y, z) and colour as the SH degree-0 coefficient
 (rgb = SH_C0 f_dc + 0.5). ``f_rest`` is zero-padded to SH degree 3 (45 values) by default, which every common
 3DGS viewer opens.
+
+Files are written in this package's z-up world by default; ``up="y"`` rotates them into the y-up frame that most
+viewers assume (a rotation, not a mirror: handedness is kept).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
 from diffusiongs.errors import InputError
 from diffusiongs.gaussians.container import SH_C0, Gaussians
+
+UpAxis = Literal["z", "y"]
+
+Y_UP_ROTATION = (math.sqrt(0.5), -math.sqrt(0.5), 0.0, 0.0)
+"""-90 degrees about x as a (w, x, y, z) quaternion: (x, y, z) -> (x, z, -y), z-up to y-up."""
 
 _OPACITY_EPS = 1e-6
 _SCALE_EPS = 1e-12
@@ -31,15 +41,19 @@ def _attribute_names(num_rest: int) -> list[str]:
             + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
 
 
-def save_ply(gaussians: Gaussians, path: str | Path, sh_degree: int = 3) -> Path:
+def save_ply(gaussians: Gaussians, path: str | Path, sh_degree: int = 3, up: UpAxis = "z") -> Path:
     """Write one unbatched set of Gaussians (``[N, ...]``) as a 3DGS PLY, atomically.
 
     Args:
         sh_degree: the SH degree the file declares; higher-order coefficients are written as zeros.
+        up: the world axis that points up in the file: ``z`` (this package's object world, as given) or ``y``
+            (rotated by :data:`Y_UP_ROTATION`).
     """
     if gaussians.batch_shape:
         raise ValueError(f"save_ply writes one set of Gaussians, got batch shape {tuple(gaussians.batch_shape)}")
     g = gaussians.detach().float().to("cpu")
+    if up == "y":
+        g = g.rotated(torch.tensor(Y_UP_ROTATION))
     n = g.num_gaussians
     num_rest = 3 * ((sh_degree + 1) ** 2 - 1)
     opacity = g.opacities.clamp(_OPACITY_EPS, 1 - _OPACITY_EPS)

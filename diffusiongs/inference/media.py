@@ -12,6 +12,7 @@ from jaxtyping import Float, UInt8
 from PIL import Image
 from torch import Tensor
 
+from diffusiongs.diffusion import ProgressCallback
 from diffusiongs.gaussians import Gaussians
 from diffusiongs.geometry import OrbitRig
 from diffusiongs.render import RenderConfig, render
@@ -26,12 +27,16 @@ def to_uint8(images: Float[Tensor, "n 3 h w"]) -> UInt8[np.ndarray, "n h w 3"]:
 @torch.no_grad()
 def turntable(gaussians: Gaussians, rig: OrbitRig, num_frames: int, resolution: int,
               background: tuple[float, float, float] = (1.0, 1.0, 1.0), render_cfg: RenderConfig = RenderConfig(),
-              chunk: int = 8) -> Float[Tensor, "n 3 h w"]:
-    """Render unbatched Gaussians from ``num_frames`` cameras evenly spaced around the rig's circle."""
+              chunk: int = 8, progress: ProgressCallback | None = None) -> Float[Tensor, "n 3 h w"]:
+    """Render unbatched Gaussians from ``num_frames`` cameras evenly spaced around the rig's circle;
+    ``progress(frames done, num_frames)`` after every chunk."""
     cameras = rig.cameras(num_frames, resolution).to(gaussians.device)
     bg = torch.tensor(background, device=gaussians.device)
-    frames = [render(gaussians[None], cameras[start:start + chunk].reshape(1, -1), bg, render_cfg).rgb[0]
-              for start in range(0, num_frames, chunk)]
+    frames = []
+    for start in range(0, num_frames, chunk):
+        frames.append(render(gaussians[None], cameras[start:start + chunk].reshape(1, -1), bg, render_cfg).rgb[0])
+        if progress is not None:
+            progress(min(start + chunk, num_frames), num_frames)
     return torch.cat(frames).cpu()
 
 

@@ -14,11 +14,17 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from diffusiongs.diffusion import NoiseSchedule, SamplerConfig, make_sampler, run_reverse_process
+from diffusiongs.diffusion import NoiseSchedule, ProgressCallback, SamplerConfig, make_sampler, run_reverse_process
 from diffusiongs.errors import InputError
 from diffusiongs.gaussians import Gaussians
 from diffusiongs.geometry import Cameras
-from diffusiongs.inference.preprocess import ConditionImage, PreprocessConfig, prepare_condition_image
+from diffusiongs.inference.preprocess import (
+    ConditionImage,
+    ImageInput,
+    PreprocessConfig,
+    input_name,
+    prepare_condition_image,
+)
 from diffusiongs.render import RenderConfig
 from diffusiongs.system import io as model_io
 from diffusiongs.system.model import DETERMINISTIC_INPUT, DiffusionGS, ModelConfig
@@ -29,18 +35,35 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo_mo
 
 @dataclass(frozen=True)
 class ExportFilter:
-    """Which Gaussians to keep in the result."""
+    """Which Gaussians to keep in the result. The default drops the near-transparent ones and those the decoder
+    clamped onto its clip box (rays whose depth fell outside the object box): together most of the raw set, with
+    no visible change to renders (docs/segmentation.md#pruning-the-export has the measurement)."""
 
-    min_opacity: float = 0.0
-    """Drop Gaussians at or below this opacity (official exporter: 0.02)."""
+    min_opacity: float = 0.02
+    """Drop Gaussians at or below this opacity (the official exporter's 0.02); 0 keeps them."""
+    drop_clipped: bool = True
+    """Drop Gaussians pinned to a face of the decoder's clip box (``ModelConfig.object_decode.clip_box``): their
+    centres were clamped there, they do not sit where the network put them."""
     crop_box: float | None = None
-    """Drop Gaussians outside [-crop_box, crop_box]^3 (official exporter: 0.91)."""
+    """Also drop Gaussians outside [-crop_box, crop_box]^3 (official exporter: 0.91)."""
 
-    def apply(self, gaussians: Gaussians) -> Gaussians:
+    def apply(self, gaussians: Gaussians, clip_box: float | None = None) -> Gaussians:
+        """The kept subset of unbatched Gaussians; ``clip_box``: the decoder's clamp (None: nothing is pinned)."""
         keep = gaussians.opacities > self.min_opacity
+        if self.drop_clipped and clip_box is not None:
+            keep &= (gaussians.means.abs() < clip_box).all(-1)
         if self.crop_box is not None:
             keep &= (gaussians.means.abs() <= self.crop_box).all(-1)
         return gaussians.select(keep)
+
+    def describe(self, clip_box: float | None = None) -> str:
+        """The rule in words (for ``meta.json``)."""
+        rules = [f"opacity > {self.min_opacity:g}"]
+        if self.drop_clipped and clip_box is not None:
+            rules.append(f"centre strictly inside the decoder's clip box [-{clip_box:g}, {clip_box:g}]^3")
+        if self.crop_box is not None:
+            rules.append(f"centre in [-{self.crop_box:g}, {self.crop_box:g}]^3")
+        return "kept the Gaussians with " + " and ".join(rules)
 
 
 @dataclass(frozen=True)
@@ -61,18 +84,24 @@ class GenerationResult:
     """What one image produced.
 
     Attributes:
-        gaussians: the exported Gaussians (unbatched, after :class:`ExportFilter`).
-        condition: the prepared input view.
+        gaussians: the exported Gaussians (unbatched, on the CPU, after :class:`ExportFilter`).
+        num_raw_gaussians: how many Gaussians the model predicted before the filter.
+        condition: the prepared input view (``condition.foreground`` says where its mask came from).
         cameras: the condition + noisy cameras, batch shape ``[1 + N]``.
         views: renders of the raw result at ``cameras``, ``[1 + N, 3, h, w]`` in [0, 1].
         timings: seconds per stage.
+        input: how the input is named in messages and ``meta.json`` (its path, or a description).
+        config: the settings used.
     """
 
     gaussians: Gaussians
+    num_raw_gaussians: int
     condition: ConditionImage
     cameras: Cameras
     views: Float[Tensor, "v 3 h w"]
     timings: dict[str, float]
+    input: str
+    config: GenerateConfig
 
 
 class Pipeline:
@@ -85,6 +114,8 @@ class Pipeline:
         generation pays the compilation, later ones run faster)."""
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
+        self.source: str | None = None
+        """Where the model was loaded from (set by :meth:`from_pretrained`)."""
         self.render_cfg = render_cfg
         self.schedule = NoiseSchedule(model.cfg.schedule)
         self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
@@ -109,13 +140,11 @@ class Pipeline:
         if not folder.exists():
             raise InputError(f"{folder}: no such model folder")
         if folder.is_file():
-            return cls(_load_official(folder, camera_template), device, compile=compile)
-        if not (folder / model_io.CONFIG).is_file():
-            latest = folder / "checkpoints" / "latest"
-            if not latest.is_file():
-                raise InputError(f"{folder}: not a model folder (no {model_io.CONFIG}) and no checkpoints in it")
-            folder = folder / "checkpoints" / latest.read_text().strip()
-        return cls(model_io.load_model(folder, prefer_ema), device, compile=compile)
+            pipeline = cls(_load_official(folder, camera_template), device, compile=compile)
+        else:
+            pipeline = cls(model_io.load_model(_model_folder(folder), prefer_ema), device, compile=compile)
+        pipeline.source = str(folder)
+        return pipeline
 
     def rig_cameras(self, elevation_deg: float | None = None) -> Cameras:
         """``[condition | N noisy]``: the condition camera on the model's object rig (azimuth 0), and the noisy views
@@ -128,10 +157,12 @@ class Pipeline:
 
     @torch.no_grad()
     def generate_from_condition(self, condition: Float[Tensor, "3 h w"], cameras: Cameras, cfg: GenerateConfig,
-                                is_object: bool = True) -> tuple[Gaussians, Float[Tensor, "n 3 h w"]]:
+                                is_object: bool = True, progress: ProgressCallback | None = None
+                                ) -> tuple[Gaussians, Float[Tensor, "n 3 h w"]]:
         """Sample Gaussians given a prepared condition view and its rig (view 0 = the condition camera).
 
         Returns the raw (unfiltered) Gaussians ``[N]`` and the final x0 renders of the noisy views.
+        ``progress(done, total)`` is called after every network evaluation.
         """
         n = cameras.batch_shape[0] - 1
         cond = condition.to(self.device)[None, None]
@@ -153,27 +184,45 @@ class Pipeline:
 
         if self.cfg.deterministic:
             predict_x0(torch.full(shape, DETERMINISTIC_INPUT, device=self.device), self.schedule.num_timesteps - 1)
+            if progress is not None:
+                progress(1, 1)
         else:
             sampler = make_sampler(self.schedule, cfg.sampler)
             x_T = torch.randn(shape, generator=generator).to(self.device)
-            run_reverse_process(sampler, predict_x0, x_T, generator)
+            run_reverse_process(sampler, predict_x0, x_T, generator, progress)
         return latest["gaussians"][0], latest["x0"][0]
 
-    def __call__(self, image: str | Path, cfg: GenerateConfig = GenerateConfig()) -> GenerationResult:
+    def __call__(self, image: ImageInput, cfg: GenerateConfig = GenerateConfig(),
+                 progress: ProgressCallback | None = None) -> GenerationResult:
+        """Generate Gaussians from an image: a file path, a PIL image or an HxWx3/HxWx4 array (uint8, or float in
+        [0, 1]). RGB inputs get their background removed (``cfg.preprocess``). ``progress(done, total)`` is called
+        after every denoising step."""
         timings = {}
         start = time.perf_counter()
         condition = prepare_condition_image(image, self.cfg.resolution, cfg.preprocess)
         cameras = self.rig_cameras(cfg.elevation_deg)
         timings["preprocess_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        raw, _ = self.generate_from_condition(condition.rgb, cameras, cfg)
+        raw, _ = self.generate_from_condition(condition.rgb, cameras, cfg, progress=progress)
         timings["sampling_s"] = time.perf_counter() - start
         start = time.perf_counter()
         with torch.no_grad():
             views = self.model.render(raw[None], cameras.reshape(1, -1), self.render_cfg).rgb[0]
         timings["render_views_s"] = time.perf_counter() - start
-        return GenerationResult(gaussians=cfg.export.apply(raw.to("cpu")), condition=condition, cameras=cameras,
-                                views=views.cpu().clamp(0, 1), timings=timings)
+        kept = cfg.export.apply(raw.to("cpu"), self.cfg.object_decode.clip_box)
+        return GenerationResult(gaussians=kept, num_raw_gaussians=raw.num_gaussians, condition=condition,
+                                cameras=cameras, views=views.cpu().clamp(0, 1), timings=timings,
+                                input=input_name(image), config=cfg)
+
+
+def _model_folder(folder: Path) -> Path:
+    """A folder with a model config in it: ``folder`` itself, or a run folder's latest checkpoint."""
+    if (folder / model_io.CONFIG).is_file():
+        return folder
+    latest = folder / "checkpoints" / "latest"
+    if not latest.is_file():
+        raise InputError(f"{folder}: not a model folder (no {model_io.CONFIG}) and no checkpoints in it")
+    return folder / "checkpoints" / latest.read_text().strip()
 
 
 def _load_official(path: Path, camera_template: str | Path | None) -> DiffusionGS:

@@ -1,0 +1,31 @@
+"""Inference: an image in, Gaussians and their files out.
+
+    from diffusiongs.inference import Pipeline, write_outputs
+    pipeline = Pipeline.from_pretrained()          # the shipped demo model, or a model folder / official .ckpt
+    result = pipeline("photo.png")                 # or a PIL image, or an HxWx3/HxWx4 array
+    write_outputs(pipeline, result, "outputs/photo")
+
+Modules:
+    preprocess  reading inputs (paths, PIL images, arrays), EXIF orientation, framing the object
+    segment     background removal for RGB inputs (u2netp through onnxruntime, or a border-colour fill)
+    pipeline    the Pipeline: sampling, the export filter
+    media       turntable renders, videos, image rows
+    outputs     gaussians.ply, views.png, turntable.mp4/.gif and meta.json of one generation
+"""
+
+from diffusiongs.diffusion import ProgressCallback, SamplerConfig
+from diffusiongs.inference.outputs import OutputConfig, write_outputs
+from diffusiongs.inference.pipeline import (
+    DEFAULT_MODEL_DIR,
+    ExportFilter,
+    GenerateConfig,
+    GenerationResult,
+    Pipeline,
+)
+from diffusiongs.inference.preprocess import ConditionImage, ImageInput, PreprocessConfig, prepare_condition_image
+
+__all__ = [
+    "DEFAULT_MODEL_DIR", "ConditionImage", "ExportFilter", "GenerateConfig", "GenerationResult", "ImageInput",
+    "OutputConfig", "Pipeline", "PreprocessConfig", "ProgressCallback", "SamplerConfig", "prepare_condition_image",
+    "write_outputs",
+]

@@ -1,0 +1,95 @@
+"""One generation's files: ``gaussians.ply``, ``views.png``, ``turntable.mp4``/``.gif`` and ``meta.json``."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffusiongs import __version__
+from diffusiongs.configio import config_to_dict, write_json_atomic
+from diffusiongs.diffusion import ProgressCallback
+from diffusiongs.gaussians import UpAxis, save_ply
+from diffusiongs.inference.media import image_row, to_uint8, turntable, write_image, write_video
+from diffusiongs.inference.pipeline import GenerationResult, Pipeline
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """How a generation is written."""
+
+    up: UpAxis = "z"
+    """Up axis of the written PLY: ``z`` (this package's world) or ``y`` (rotated -90 degrees about x, the frame
+    most 3DGS viewers expect). Renders and videos do not depend on it."""
+    turntable_seconds: float = 1.5
+    """Length of one turn of the turntable videos; 0 writes no videos."""
+    turntable_fps: int = 24
+    """Frames per second of the turntable videos."""
+    turntable_size: int | None = None
+    """Side of the turntable frames in pixels; None: the model's resolution."""
+
+    @property
+    def turntable_frames(self) -> int:
+        return round(self.turntable_seconds * self.turntable_fps)
+
+
+def render_turntable(pipeline: Pipeline, result: GenerationResult, cfg: OutputConfig,
+                     progress: ProgressCallback | None = None) -> torch.Tensor:
+    """The exported Gaussians rendered around the model's object rig (at the generation's elevation), ``[n, 3, s, s]``
+    in [0, 1]."""
+    rig = pipeline.cfg.object_rig
+    if result.config.elevation_deg is not None:
+        rig = replace(rig, elevation_deg=result.config.elevation_deg)
+    size = cfg.turntable_size or pipeline.cfg.resolution
+    return turntable(result.gaussians.to(pipeline.device), rig, cfg.turntable_frames, size, pipeline.cfg.background,
+                     pipeline.render_cfg, progress=progress)
+
+
+def write_outputs(pipeline: Pipeline, result: GenerationResult, folder: str | Path, cfg: OutputConfig = OutputConfig(),
+                  progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Write one generation into ``folder`` (created if needed; files of an earlier run are replaced).
+
+    ``progress(frames done, frames)`` follows the turntable rendering. Returns what ``meta.json`` holds.
+    """
+    folder = Path(folder)
+    timings = dict(result.timings)
+    save_ply(result.gaussians, folder / "gaussians.ply", up=cfg.up)
+    write_image(image_row(torch.cat([result.condition.rgb[None], result.views])), folder / "views.png")
+    written = ["gaussians.ply", "views.png"]
+    if cfg.turntable_frames > 0:
+        start = time.perf_counter()
+        frames = to_uint8(render_turntable(pipeline, result, cfg, progress))
+        write_video(frames, folder / "turntable.mp4", fps=cfg.turntable_fps)
+        write_video(frames, folder / "turntable.gif", fps=cfg.turntable_fps)
+        written += ["turntable.mp4", "turntable.gif"]
+        timings["turntable_s"] = time.perf_counter() - start
+    export = result.config.export
+    meta = {
+        "input": result.input,
+        "foreground": result.condition.foreground,
+        "checkpoint": pipeline.source,
+        "generate": config_to_dict(result.config),
+        "output": config_to_dict(cfg),
+        "export": {
+            "num_predicted": result.num_raw_gaussians,
+            "num_written": result.gaussians.num_gaussians,
+            "rule": export.describe(pipeline.cfg.object_decode.clip_box),
+            "up": cfg.up,
+        },
+        "num_gaussians": result.gaussians.num_gaussians,
+        "files": written + ["meta.json"],
+        "model": config_to_dict(pipeline.cfg),
+        "timings": timings,
+        "device": str(pipeline.device),
+        "torch_threads": torch.get_num_threads(),
+        "diffusiongs": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    write_json_atomic(folder / "meta.json", meta)
+    return meta
+
