@@ -1,14 +1,40 @@
 #!/usr/bin/env bash
-# Recipe of the demo model shipped in diffusiongs/assets/demo_model (docs/DEMO_MODEL.md): the `small` preset
-# trained at 128 px on procedural objects. Every stage resumes: rerun the script to continue an interrupted run.
-#   scripts/demo_model.sh DATA_DIR RUN_DIR [MAX_MINUTES]
+# Recipe of the demo model shipped in diffusiongs/assets/demo_model (docs/DEMO_MODEL.md): the `small` preset at
+# 128 px, trained on real meshes (a bundle made by `diffusiongs data bundle` from Debian's sweethome3d-furniture)
+# mixed with procedural objects and procedural scenes, in the orbit view layout, starting from the previous
+# procedural-only demo model. Every phase resumes: rerun a phase to continue it.
+#   scripts/demo_model.sh data  BUNDLE WORK                # render the bundle and the procedural items into WORK
+#   scripts/demo_model.sh train WORK INIT [MAX_MINUTES]    # train (or resume) WORK/run from the model folder INIT
+#   scripts/demo_model.sh eval  WORK REPORTS               # held-out real objects: the model and copy-condition
 set -euo pipefail
-data=${1:-data/demo_objects}
-run=${2:-runs/demo}
-minutes=${3:-}
+phase=$1
 workers=$(nproc)
-diffusiongs data synth --out "$data" --objects 1000 --views 32 --res 128 --seed 0 --workers "$workers" --no-progress
-diffusiongs train --preset small --data "$data" --out "$run" --steps 10000 --batch-size 32 --num-novel 3 \
-    --selection.mode orbit --optim.lr 3e-4 --optim.warmup-steps 500 --optim.ema-decay 0.999 --seed 0 \
-    --num-workers $((workers > 12 ? 12 : workers)) --log-every 50 --ckpt-every 1000 --image-every 0 \
-    --compile --no-progress ${minutes:+--max-minutes "$minutes"}
+case $phase in
+data)
+    bundle=$2
+    work=$3
+    # Real meshes: 32 training views (4 rings of 8 azimuths) + the 16-view evaluation orbit; the bundle's held-out
+    # meshes (10 % of each source) become the test split.
+    diffusiongs data render --bundle "$bundle" --out "$work/real" --res 128 --workers "$workers" --no-progress
+    diffusiongs data synth --out "$work/procedural" --objects 600 --scenes 300 --res 128 --seed 0 \
+        --workers "$workers" --no-progress ;;
+train)
+    work=$2
+    init=$3
+    minutes=${4:-}
+    # No L_pd warm-up: the initial model already places its Gaussians, and the warm-up would pull them back.
+    diffusiongs train --preset small --data "$work/real" "$work/procedural" --scene-data "$work/procedural" \
+        --scene-weight 0.15 --out "$work/run" --init-from "$init" --steps 6000 --batch-size 32 --num-novel 3 \
+        --layout.mode orbit --optim.lr 2e-4 --optim.warmup-steps 200 --step.loss.point-warmup-steps 0 --seed 0 \
+        --num-workers $((workers > 12 ? 12 : workers)) --log-every 50 --ckpt-every 500 --keep-last 2 \
+        --image-every 0 --compile --no-progress ${minutes:+--max-minutes "$minutes"} ;;
+eval)
+    work=$2
+    reports=$3
+    diffusiongs evaluate --checkpoint "$work/run" --data "$work/real" --split test --out "$reports/model" \
+        --no-progress
+    diffusiongs evaluate --baseline copy-condition --checkpoint "$work/run" --data "$work/real" --split test \
+        --out "$reports/copy" --no-progress ;;
+*)
+    echo "demo_model.sh: unknown phase '$phase' (data, train or eval)" >&2; exit 2 ;;
+esac

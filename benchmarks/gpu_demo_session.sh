@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The demo model's GPU calls (docs/DEMO_MODEL.md), from the repository root on the lent machine. Training runs in
+# the background (its own process session), so it goes on between calls while the machine stays warm; each call
+# returns the training log and the latest EMA weights (float16 shards of at most 15 MB), so that a lost machine
+# loses no more than one call's work.
+#   bash benchmarks/gpu_demo_session.sh start TRAIN_MINUTES CALL_SECONDS   # set up, render, start training
+#   bash benchmarks/gpu_demo_session.sh wait CALL_SECONDS                  # let it train; return its state
+#   bash benchmarks/gpu_demo_session.sh final                              # wait for the end; evaluate; return
+# Carried: .whl (wheels), .gl (EGL loaders), .gpu/bundle (the mesh bundle), .gpu/lpips_vgg16_int8.safetensors,
+# .gpu/init_model (the previous demo model, int8: `diffusiongs export-model ... --dtype int8 --weights raw`).
+set -euo pipefail
+phase=$1
+work=/tmp/demo
+source benchmarks/gpu_env.sh
+start=$(date +%s)
+
+report_state() {  # the log and the latest EMA weights into $OUT
+    cp "$work/train.log" "$OUT/" 2>/dev/null || true
+    cp "$work/run/metrics.jsonl" "$OUT/train_metrics.jsonl" 2>/dev/null || true
+    if [ -f "$work/run/checkpoints/latest" ]; then
+        python3 -m diffusiongs.cli.main export-model "$work/run" --out "$OUT/model" --max-shard-mb 15
+    fi
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader || true
+}
+
+wait_until() {  # sleep until $1 seconds after the call started, or until training has ended
+    while [ $(($(date +%s) - start)) -lt "$1" ] && pgrep -f "diffusiongs.cli.main train" > /dev/null; do sleep 10; done
+}
+
+case $phase in
+start)
+    minutes=$2
+    seconds=$3
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    python3 -c "from gsplat.cuda._backend import _C"  # builds gsplat's extension once per machine
+    echo "gsplat ready after $(($(date +%s) - start)) s"
+    bash scripts/demo_model.sh data .gpu/bundle "$work" > "$work.data.log" 2>&1 || { tail -n 30 "$work.data.log"; exit 1; }
+    tail -n 3 "$work.data.log"
+    echo "data ready after $(($(date +%s) - start)) s"
+    setsid nohup bash scripts/demo_model.sh train "$work" .gpu/init_model "$minutes" > "$work/train.log" 2>&1 &
+    sleep 120
+    nvidia-smi dmon -c 5 -s u || true
+    wait_until "$seconds"
+    report_state ;;
+wait)
+    wait_until "$2"
+    report_state ;;
+final)
+    while pgrep -f "diffusiongs.cli.main train" > /dev/null; do sleep 5; done
+    report_state
+    bash scripts/demo_model.sh eval "$work" "$work/reports" > "$work/eval.log" 2>&1 || tail -n 30 "$work/eval.log"
+    tail -n 2 "$work/eval.log"
+    tar czf "$OUT/reports.tgz" -C "$work" reports eval.log ;;
+*)
+    echo "gpu_demo_session.sh: unknown phase '$phase'" >&2; exit 2 ;;
+esac
+echo "call done after $(($(date +%s) - start)) s"
+tail -n 4 "$work/train.log" 2>/dev/null || true
