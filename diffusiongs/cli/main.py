@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from diffusiongs.errors import InputError
+from diffusiongs.errors import InputError, TrainingDiverged
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("diffusiongs.cli.generate", "image -> 3D Gaussians (.ply), turntable video and views"),
@@ -44,6 +44,9 @@ def entrypoint(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"diffusiongs {name}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"diffusiongs {name}: error: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 if __name__ == "__main__":
