@@ -34,6 +34,8 @@ class GenerateArgs:
     camera_template: Path | None = None
     """With an official .ckpt: its camera_template.pt (default: the equivalent built from the training
     conventions)."""
+    config: Path | None = None
+    """With an official .ckpt: its YAML config (obj_configs.yaml; default: one beside the checkpoint, if present)."""
     out: Path = Path("outputs")
     """Output folder."""
     steps: int = 30
@@ -62,7 +64,7 @@ def run(args: GenerateArgs) -> dict:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     start = time.perf_counter()
     pipeline = Pipeline.from_pretrained(args.checkpoint, device=device, camera_template=args.camera_template,
-                                        compile=args.compile)
+                                        compile=args.compile, official_config=args.config)
     if "object" not in pipeline.cfg.denoiser.decoders:
         raise InputError(f"{args.checkpoint}: a scene-only model; `generate` makes objects from one image "
                          "(scene models need target cameras: use diffusiongs.inference.Pipeline from Python)")
