@@ -10,11 +10,26 @@ no code with it beyond the input types.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
 from diffusiongs.gaussians import Gaussians
 from diffusiongs.geometry import Cameras
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread: the reference's many small ops are fastest so, and they do not stall when other
+    processes load the cores (wrap its backward pass too)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _rotation(quats: Tensor) -> Tensor:
@@ -91,13 +106,8 @@ def reference_render(gaussians: Gaussians, cameras: Cameras, background: Tensor,
     w2c = torch.cat([rot_t, -rot_t @ c2w[..., :3, 3:]], dim=-1)
     K = cameras.K.double()
     background = background.double().expand(*cameras.batch_shape, 3)
-    # Small tensors: one thread is fastest, and it does not suffer when other processes load the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         images = [[_render_image(g[b], w2c[b, v], K[b, v], cameras.width, cameras.height, background[b, v], near,
                                  far, eps2d) for v in range(cameras.batch_shape[1])]
                   for b in range(cameras.batch_shape[0])]
-    finally:
-        torch.set_num_threads(threads)
     return tuple(torch.stack([torch.stack([view[i] for view in row]) for row in images]) for i in range(3))
