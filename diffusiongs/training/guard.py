@@ -8,7 +8,7 @@ trainer checks each step's loss and gradient norm before the update, and every s
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields, is_dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,18 +30,18 @@ def _flag(path: str) -> str:
     return "--" + path.replace("_", "-")
 
 
-def _number_fields(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def _leaf_fields(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     """(dotted path, value) of every field of a nested config dataclass."""
     for f in fields(cfg):
         value = getattr(cfg, f.name)
         if is_dataclass(value):
-            yield from _number_fields(value, f"{prefix}{f.name}.")
+            yield from _leaf_fields(value, f"{prefix}{f.name}.")
         else:
             yield f"{prefix}{f.name}", value
 
 
 # Allowed range of each numeric option, as (test, description). Options not listed take any value their type allows.
-_RULES: dict[str, tuple[Any, str]] = {
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "steps": (lambda v: v > 0, "must be > 0"),
     "batch_size": (lambda v: v > 0, "must be > 0"),
     "num_noisy": (lambda v: v > 0, "must be > 0"),
@@ -73,7 +73,7 @@ def validate_train_config(cfg: TrainConfig) -> None:
     Raises:
         InputError: naming the first offending option, e.g. ``--optim.lr nan: must be a number > 0``.
     """
-    values = dict(_number_fields(cfg))
+    values = dict(_leaf_fields(cfg))
     for path, (valid, rule) in _RULES.items():
         value = values[path]
         # Comparisons with NaN are all False, so every rule refuses NaN.
