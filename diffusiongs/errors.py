@@ -17,6 +17,15 @@ class InputWarning(UserWarning):
     its message as one line."""
 
 
+class TrainingDiverged(RuntimeError):
+    """Training stopped because its loss or gradients stayed non-finite, or a state to be saved was non-finite.
+
+    The message names the last good checkpoint; the CLI prints it as one line and exits with :attr:`exit_code`.
+    """
+
+    exit_code = 3
+
+
 def exit_with(main: Callable[[], int], prog: str) -> NoReturn:
     """Exit with ``main()``'s code; an :class:`InputError` becomes one line on stderr (``PROG: error: ...``) and exit
     code 2, as in the ``diffusiongs`` command, instead of a traceback. For the scripts beside the package."""

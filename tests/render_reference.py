@@ -10,11 +10,26 @@ no code with it beyond the input types.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
 from diffusiongs.gaussians import Gaussians
 from diffusiongs.geometry import Cameras
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread: the reference's many small ops are fastest so, and they do not stall when other
+    processes load the cores (wrap its backward pass too)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _rotation(quats: Tensor) -> Tensor:
@@ -82,17 +97,17 @@ def _render_image(g: Gaussians, w2c: Tensor, K: Tensor, width: int, height: int,
 def reference_render(gaussians: Gaussians, cameras: Cameras, background: Tensor, near: float = 0.01,
                      far: float = 100.0, eps2d: float = 0.3) -> tuple[Tensor, Tensor, Tensor]:
     """(rgb, alpha, depth), each ``[b, v, c, h, w]`` in float64, for Gaussians ``[b, N]`` and cameras ``[b, v]``;
-    ``background`` is ``[3]``. Differentiable w.r.t. the Gaussians and the background."""
+    ``background`` is ``[3]`` or per view ``[b, v, 3]``. Differentiable w.r.t. the Gaussians and the background."""
     g = gaussians.to(dtype=torch.float64)
-    w2c = torch.linalg.inv(cameras.c2w.double())
+    # World-to-camera of the rigid c2w = [R | t] (docs/conventions.md): [R^T | -R^T t]. A float32 rotation is
+    # orthonormal only to rounding, and a general inverse would differ from this by that much.
+    c2w = cameras.c2w.double()
+    rot_t = c2w[..., :3, :3].transpose(-1, -2)
+    w2c = torch.cat([rot_t, -rot_t @ c2w[..., :3, 3:]], dim=-1)
     K = cameras.K.double()
-    background = background.double()
-    # Small tensors: one thread is fastest, and it does not suffer when other processes load the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        images = [[_render_image(g[b], w2c[b, v], K[b, v], cameras.width, cameras.height, background, near, far,
-                                 eps2d) for v in range(cameras.batch_shape[1])] for b in range(cameras.batch_shape[0])]
-    finally:
-        torch.set_num_threads(threads)
+    background = background.double().expand(*cameras.batch_shape, 3)
+    with one_thread():
+        images = [[_render_image(g[b], w2c[b, v], K[b, v], cameras.width, cameras.height, background[b, v], near,
+                                 far, eps2d) for v in range(cameras.batch_shape[1])]
+                  for b in range(cameras.batch_shape[0])]
     return tuple(torch.stack([torch.stack([view[i] for view in row]) for row in images]) for i in range(3))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffusiongs.data.dataset import MixedDataset, MultiViewDataset, SampleConfig, dataloader
+from diffusiongs.cli.main import entrypoint
+from diffusiongs.data.dataset import MixedDataset, MultiViewDataset, SampleConfig, check_view_counts, dataloader
 from diffusiongs.data.store import (
     NativeReader,
     RenderedViews,
@@ -161,6 +162,37 @@ def test_broken_items_are_skipped_and_logged(tmp_path, caplog):
     broken = [reader.item_id(i) for i in range(2)].index("obj0")
     assert dataset[broken].item_id == "obj1"
     assert "skipping obj0" in caplog.text and "cameras.json: not valid JSON" in caplog.text
+
+
+def test_train_refuses_items_with_too_few_views_before_training(tmp_path, capsys):
+    make_dataset(tmp_path / "data", objects=3, views=10, res=16)  # 8 training views + 2 evaluation views each
+    code = entrypoint(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err
+    assert err == (f"diffusiongs train: error: {tmp_path / 'data'}: items have 8 training views, a sample needs "
+                   "1 + 3 noisy + 6 novel = 10; lower --num-novel (or --num-noisy) or re-render the items with more "
+                   "--views")
+    assert not (tmp_path / "run").exists()
+
+
+def write_objects(root, views: list[int]) -> None:
+    for k, count in enumerate(views):
+        write_item(item_dir(root, "object", f"obj{k}"), f"obj{k}", "object", fake_views(count + 2, 16, k))
+    build_manifest(root, val_fraction=0.0, test_fraction=0.0)
+
+
+def test_a_few_short_items_are_logged_and_most_short_items_refused(tmp_path, caplog):
+    sample = SampleConfig(resolution=16, num_noisy=3, num_novel=2)  # 6 views a sample
+    write_objects(tmp_path / "mostly_fine", [8, 4, 6, 9])
+    check_view_counts(MultiViewDataset(NativeReader(tmp_path / "mostly_fine"), sample), "mostly_fine")
+    assert "mostly_fine: 1 of 4 checked items are unreadable or have fewer than 6 training views" in caplog.text
+    write_objects(tmp_path / "mostly_short", [8, 4, 5, 3])
+    with pytest.raises(InputError, match=r"mostly_short: only 1 of 4 checked items are usable \(0 unreadable, 3 with "
+                                         r"fewer than 6 training views; a sample needs 1 \+ 3 noisy \+ 2 novel = 6\)"):
+        check_view_counts(MultiViewDataset(NativeReader(tmp_path / "mostly_short"), sample), "mostly_short")
+    write_objects(tmp_path / "all_short", [4, 5, 3])
+    with pytest.raises(InputError, match="all_short: items have at most 5 training views"):
+        check_view_counts(MultiViewDataset(NativeReader(tmp_path / "all_short"), sample), "all_short")
 
 
 def test_scene_samples_are_renormalised(tmp_path):

@@ -284,6 +284,27 @@ def test_scene_protocol_denoises_at_the_first_targets(tmp_path, model_dir, no_lp
     assert payload["settings"]["geometry"] == "n/a (scenes)"
 
 
+@pytest.mark.parametrize("progress", [True, False])
+def test_cli_progress_shows_the_total_and_log_lines_stay_off_the_bar(dataset, tmp_path, capsys, no_lpips_weights,
+                                                                     progress):
+    data = shutil.copytree(dataset, tmp_path / "data")
+    broken = NativeReader(data, "test", "object", groups=("eval",)).item_id(1)
+    eval_image = next(v["image"] for v in json.loads((data / "objects" / broken / "cameras.json").read_text())["views"]
+                      if v["group"] == "eval")
+    (data / "objects" / broken / eval_image).write_bytes(b"not a png")
+    args = ["evaluate", "--baseline", "copy-condition", "--resolution", str(RES), "--data", str(data), "--out",
+            str(tmp_path / "report")]
+    assert entrypoint(args + ([] if progress else ["--no-progress"])) == 0
+    err = capsys.readouterr().err
+    if progress:
+        assert "| 3/3 [" in err  # the bar knows the total, so it shows a fraction and an ETA
+    else:
+        assert "evaluate:" not in err and "item/s" not in err
+    # The warning is a line of its own: after the bar's carriage returns, not appended to the bar's text.
+    warnings = [line.split("\r")[-1] for line in err.split("\n") if "skipping" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(f"skipping {broken}: ")
+
+
 def test_evaluate_needs_a_model_or_a_baseline(dataset, tmp_path):
     with pytest.raises(InputError, match="--checkpoint"):
         run(EvaluateArgs(data=dataset, out=tmp_path))

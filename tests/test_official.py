@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from diffusiongs.cli.main import entrypoint
 from diffusiongs.diffusion import SamplerConfig
@@ -122,16 +123,19 @@ def official_rays(c2w: torch.Tensor, fxfycxcy: torch.Tensor, h: int, w: int) -> 
 
 
 def official_forward(sd: dict[str, torch.Tensor], images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor,
-                     t: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
-    """image_to_gaussians + the renderer's activations. Returns pixel Gaussians [b, v, h, w, *] and global ones."""
+                     t: torch.Tensor, kind: str, dim_heads: int = 64, ray_pe_type: str | None = None
+                     ) -> dict[str, torch.Tensor]:
+    """image_to_gaussians + the renderer's activations. Returns pixel Gaussians [b, v, h, w, *] and global ones.
+    ``ray_pe_type`` defaults to the released configs' (relative_plk for objects, plk for scenes)."""
     b, v, _, h, w = images.shape
     p, d = PATCH, sd["t_embedder.mlp.2.weight"].shape[0]
-    heads = d // 64
+    heads = d // dim_heads
+    ray_pe_type = ray_pe_type or ("relative_plk" if kind == "object" else "plk")
     o, dirs = official_rays(c2w, fxfycxcy, h, w)
     o_dot_d = torch.sum(-o * dirs, dim=2, keepdim=True)
-    if kind == "object":  # "relative_plk": [d, o + (-o.d) d]
+    if ray_pe_type == "relative_plk":  # [d, o + (-o.d) d]
         posed = torch.cat([images * 2 - 1, dirs, o + o_dot_d * dirs], dim=2)
-    else:  # "plk": [o x d, d]
+    else:  # plk: [o x d, d]
         posed = torch.cat([images * 2 - 1, torch.cross(o, dirs, dim=2), dirs], dim=2)
     # "b v c (hh ph) (ww pw) -> (b v) (hh ww) (ph pw c)"
     patches = posed.reshape(b, v, 9, h // p, p, w // p, p).permute(0, 1, 3, 5, 4, 6, 2).reshape(b, -1, p * p * 9)
@@ -226,7 +230,14 @@ def batched(cams: Cameras, batch: int) -> Cameras:
 
 
 def assert_same_gaussians(ours, ref, world: torch.Tensor | None = None):
-    """ours == ref, or ours == ref mapped back by world^-1 (official = world ours) when a world map is given."""
+    """ours == ref, or ours == ref mapped back by world^-1 (official = world ours) when a world map is given.
+
+    Both are float32 and sum in different orders. The longest sums (the tokenizer's 576 inputs, the MLP's 512) err
+    by at most ~576 u = 3.4e-5 of their terms' magnitude, and 2 blocks plus a head pass such errors on: rtol 1e-4.
+    The absolute floors cover entries near zero at the same relative level of each field's scale (colours and
+    opacities ~0.5, scales ~0.1, centres ~3: 1e-4 there). Measured: at most 0.2 of these tolerances with AVX-512,
+    AVX2 and generic kernels, 1 or 2 threads (AMD EPYC, 2026-11-29).
+    """
     for part in ("pixel", "global"):
         a, r = ours[part], ref[part]
         for field in ("colors", "scales", "opacities"):
@@ -314,6 +325,121 @@ def test_heads_normalise_with_the_official_layernorm_eps(tmp_path):
     ours_fields, expected_fields = GAUSSIAN_LAYOUT.split(ours), GAUSSIAN_LAYOUT.split(expected)
     for field in ("color", "scale", "opacity"):
         torch.testing.assert_close(getattr(ours_fields, field), getattr(expected_fields, field), rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The YAML config released beside a checkpoint
+# ---------------------------------------------------------------------------------------------------------------
+
+def official_yaml(path: pathlib.Path, kind: str = "object", **shape_model) -> pathlib.Path:
+    """A config in the layout of the released ones (obj_configs.yaml, diffusionGS_scene.yaml), sized like the
+    test checkpoints; ``shape_model`` overrides or adds keys (None removes one)."""
+    model = {"pretrained_model_name_or_path": "PATH_TO_FIRST_STAGE_CKPTS", "width": WIDTH, "in_channels": 9,
+             "patch_size": PATCH, "n_gaussians": GLOBALS, "dim_heads": 64, "num_layers": DEPTH,
+             "prior_distribution": "gaussian", "use_flash": True, "use_checkpoint": True}
+    if kind == "scene":
+        model.update(range_setting_near=0, range_setting_far=500, ray_pe_type="plk")
+    model.update(shape_model)
+    lines = ['exp_root_dir: "outputs"', 'name: "diffusion_gs_obja_4views_relposes"',
+             'tag: "${rmspace:${system.shape_model_type}+lr${system.optimizer.args.lr},_}"', "seed: 0",
+             "system:", "  num_inference_steps: 30",
+             f'  shape_model_type: "diffusion-gs-model{"" if kind == "object" else "-scene"}"', "  shape_model:"]
+    lines += [f"    {k}: {v if not isinstance(v, str) else repr(v)}" for k, v in model.items() if v is not None]
+    lines += ["  noise_scheduler:", "    num_train_timesteps: 1000", '    prediction_type: "sample"',
+              "  optimizer:", "    name: AdamW", "    args:", "      lr: 1.e-5", "      betas: [0.9, 0.99]"]
+    path.write_text("\n".join(lines).replace("True", "true") + "\n")
+    return path
+
+
+@pytest.mark.parametrize("dim_heads, ray_pe_type", [(32, "plk"), (16, None)])
+def test_the_yaml_beside_a_checkpoint_sets_heads_and_rays(tmp_path, dim_heads, ray_pe_type):
+    """obj_configs.yaml beside obj_ckpt_512.ckpt is read: heads = width / dim_heads and the ray embedding come from
+    it (the weights cannot tell them), and the model computes the official function with those."""
+    tensors = official_tensors("object", seed=7)
+    ckpt = save(lightning_checkpoint(tensors), tmp_path / "obj_ckpt_512.ckpt")
+    official_yaml(tmp_path / "obj_configs.yaml", dim_heads=dim_heads, ray_pe_type=ray_pe_type)
+    cfg, state = load_official_checkpoint(ckpt, resolution=RES)
+    assert cfg.denoiser.num_heads == WIDTH // dim_heads != WIDTH // 64
+    assert cfg.ray_embedding == ("plucker" if ray_pe_type == "plk" else "rppc")
+    model = DiffusionGS(cfg)
+    model.load_state_dict(state, strict=True)
+    template = builtin_camera_template(RES)
+    world = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    images, t = inputs(seed=4)
+    ref = official_forward(tensors, images, batched(template, 2).c2w, fxfycxcy(batched(template, 2)), t, "object",
+                           dim_heads=dim_heads, ray_pe_type=ray_pe_type)
+    assert_same_gaussians(our_gaussians(model, images, batched(cfg.object_rig.cameras(VIEWS, RES), 2), t), ref, world)
+    # The same weights read without the YAML get the released values: 2 heads, RPPC, a different function.
+    (tmp_path / "obj_configs.yaml").unlink()
+    plain, _ = load_official_checkpoint(ckpt, resolution=RES)
+    assert (plain.denoiser.num_heads, plain.ray_embedding) == (WIDTH // 64, "rppc")
+
+
+def test_a_scene_yaml_and_an_explicit_config_path(tmp_path):
+    tensors = official_tensors("scene", seed=8)
+    ckpt = save(internal_checkpoint(tensors), tmp_path / "scene_ckpt_256.ckpt")
+    (tmp_path / "configs").mkdir()
+    config = official_yaml(tmp_path / "configs" / "diffusionGS_scene.yaml", kind="scene", dim_heads=32)
+    cfg, _ = load_official_checkpoint(ckpt, resolution=RES, config=config)
+    assert (cfg.denoiser.num_heads, cfg.ray_embedding, cfg.denoiser.decoders) == (4, "plucker", ("scene",))
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"width": 256}, "system.shape_model.width says 256, but the weights in .* are of a model with 128"),
+    ({"num_layers": 3}, "system.shape_model.num_layers says 3, but .* with 2"),
+    ({"patch_size": 4}, "system.shape_model.patch_size says 4"),
+    ({"n_gaussians": 1}, "system.shape_model.n_gaussians says 1"),
+    ({"kind": "scene"}, "system.shape_model_type says scene, but .* with object"),
+    ({"dim_heads": 48}, "width 128 is not a multiple of dim_heads 48"),
+    ({"ray_pe_type": "rel_plk"}, "ray_pe_type 'rel_plk' is not one of"),
+    ({"in_channels": 12}, "in_channels is 12"),
+    ({"width": "${width}"}, r"width must be a positive integer, got '\$\{width\}'"),
+])
+def test_a_yaml_that_contradicts_the_weights_is_refused_in_one_line(tmp_path, capsys, edit, message):
+    ckpt = save(lightning_checkpoint(official_tensors("object")), tmp_path / "obj_ckpt_512.ckpt")
+    kind = edit.pop("kind", "object")
+    config = official_yaml(tmp_path / "other.yaml", kind=kind, **edit)
+    with pytest.raises(InputError, match=message):
+        load_official_checkpoint(ckpt, resolution=RES, config=config)
+    image = tmp_path / "in.png"
+    Image.fromarray(np.full((8, 8, 4), 200, np.uint8)).save(image)
+    for command in (["convert-official", str(ckpt), "--out", str(tmp_path / "out")],
+                    ["generate", str(image), "--checkpoint", str(ckpt), "--out", str(tmp_path / "gen")]):
+        assert entrypoint([*command, "--config", str(config)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(config) in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "gen").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("system: [1, 2", "not a readable YAML file"),
+    ("system:\n  shape_model_type: diffusion-gs-model\n", "no 'system.shape_model' section"),
+    ("system: !!python/object/apply:os.system ['echo unsafe']\n", "not a readable YAML file"),
+])
+def test_unreadable_or_unsafe_yaml_is_refused(tmp_path, text, message):
+    """yaml.safe_load builds plain values only: a Python tag is an error, not a call."""
+    ckpt = save(lightning_checkpoint(official_tensors("object")), tmp_path / "obj_ckpt_512.ckpt")
+    (tmp_path / "obj_configs.yaml").write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_official_checkpoint(ckpt, resolution=RES)
+
+
+def test_a_scene_model_decodes_as_a_scene_whatever_is_object_says(tmp_path):
+    """A model with one decoder decodes every sample with it, as its network does; the Pipeline refuses to
+    generate the domain the model lacks instead of answering with the other one."""
+    tensors = official_tensors("scene", seed=4)
+    cfg, state = load_official_checkpoint(save(internal_checkpoint(tensors), tmp_path / "scene.pt"), resolution=RES)
+    model = DiffusionGS(cfg)
+    model.load_state_dict(state, strict=True)
+    cams = random_sphere_cameras(2 * VIEWS, (0.3, 0.8), 60.0, RES, torch.Generator().manual_seed(6)).reshape(2, VIEWS)
+    images, t = inputs(seed=3)
+    ref = official_forward(tensors, images, cams.c2w, fxfycxcy(cams), t, "scene")
+    assert_same_gaussians(our_gaussians(model, images, cams, t, is_object=True), ref)
+    pipeline = Pipeline(model, device="cpu")
+    with pytest.raises(InputError, match=r"no object decoder \(it has \['scene'\]\); pass is_object=False"):
+        pipeline.generate_from_condition(torch.rand(3, RES, RES), cams[0], GenerateConfig(SamplerConfig("ddim", 1)))
+    pipeline.generate_from_condition(torch.rand(3, RES, RES), cams[0], GenerateConfig(SamplerConfig("ddim", 1)),
+                                     is_object=False)
 
 
 def test_cli_writes_a_model_folder_that_loads_strictly_and_generates_finite_gaussians(tmp_path, capsys):

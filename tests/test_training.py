@@ -1,3 +1,4 @@
+import functools
 import json
 import math
 import shutil
@@ -7,10 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from blob_dataset import BlobDataset
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from diffusiongs.cli.main import entrypoint
 from diffusiongs.data.types import collate_examples
 from diffusiongs.diffusion import NoiseSchedule
+from diffusiongs.errors import InputError, TrainingDiverged
 from diffusiongs.system import DiffusionGS, preset
 from diffusiongs.training.losses import LossConfig, point_distribution_loss
 from diffusiongs.training.step import StepConfig, draw_step_noise, train_step
@@ -172,3 +175,119 @@ def test_training_can_start_from_the_shipped_demo_model(tmp_path):
     shipped = load_file(str(demo / "model.safetensors"))
     for name, value in trainer.model.state_dict().items():
         assert torch.equal(value, shipped[name].float()), name
+
+
+# ------------------------------------------------------------------------------------------- non-finite steps
+
+def training_state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """Copies of every tensor a step may change: weights, EMA, AdamW's moments and step counts."""
+    state = {f"model {k}": v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    state.update({f"ema {k}": v.clone() for k, v in trainer.ema.items()})
+    for i, per_param in enumerate(trainer.optimizer.state.values()):
+        state.update({f"optim {i} {k}": v.clone() for k, v in per_param.items()})
+    return state
+
+
+def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, equal_nan=True, msg=name)
+
+
+class Probe(Trainer):
+    """A trainer that corrupts one step (a NaN input image, or a NaN weight from then on) and snapshots the state
+    around every step."""
+
+    def __init__(self, *args, nan_batch_at: int = 0, poison_at: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.nan_batch_at, self.poison_at = nan_batch_at, poison_at
+        self.before: dict[int, dict] = {}
+        self.after: dict[int, dict] = {}
+
+    def run_step(self, batch, seeds):
+        if self.step == self.nan_batch_at:
+            batch.images[0, 0, 0, 0, 0] = float("nan")
+        if self.step == self.poison_at:
+            with torch.no_grad():
+                self.model.net.image_tokenizer.weight[0, 0] = float("nan")
+        self.before[self.step] = training_state(self)
+        out = super().run_step(batch, seeds)
+        self.after[self.step] = training_state(self)
+        return out
+
+
+def test_a_step_with_a_nan_loss_is_skipped_and_logged(tmp_path, caplog):
+    trainer = Probe(tiny_config(tmp_path / "run", steps=5, ckpt_every=5),
+                    BlobDataset(num_items=5, num_views=6, resolution=16, scene_every=3), nan_batch_at=3)
+    trainer.train()
+    assert_same_state(trainer.before[3], trainer.after[3])  # weights, EMA, moments and step counts untouched
+    assert all(torch.isfinite(v).all() for v in trainer.after[5].values())
+    changed = [k for k in trainer.after[4] if not torch.equal(trainer.after[4][k], trainer.before[4][k])]
+    assert any(k.startswith("model ") for k in changed) and any(k.startswith("ema ") for k in changed)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    assert records[2]["skipped"] and records[2]["loss"] == "nan"
+    assert not any("skipped" in r for r in records[:2] + records[3:])
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "step 3" in warnings[0] and "skipped" in warnings[0]
+
+
+def test_steps_stay_skipped_while_a_weight_is_nan_and_the_run_stops(tmp_path):
+    trainer = Probe(tiny_config(tmp_path / "run", steps=20, ckpt_every=6, max_skipped_steps=4),
+                    BlobDataset(num_items=5, num_views=6, resolution=16, scene_every=3), poison_at=7)
+    with pytest.raises(TrainingDiverged, match="steps 7-10 .*4 in a row.*the last good checkpoint is .*step_00000006"):
+        trainer.train()
+    for step in (7, 8, 9, 10):
+        assert_same_state(trainer.before[step], trainer.after[step])
+
+
+def test_a_non_finite_state_is_never_written_as_a_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    trainer = Probe(tiny_config(run_dir, steps=20, ckpt_every=2, keep_last=1), BlobDataset(num_items=5,
+                    num_views=6, resolution=16, scene_every=3), poison_at=3)
+    with pytest.raises(TrainingDiverged, match="step 4: net.image_tokenizer.weight holds non-finite values; "
+                                               "refused to write a checkpoint.*step_00000002"):
+        trainer.train()
+    assert [p.name for p in (run_dir / "checkpoints").glob("step_*")] == ["step_00000002"]
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_00000002"
+    for name in ("model.safetensors", "ema.safetensors"):
+        assert all(torch.isfinite(t).all() for t in load_file(str(run_dir / "checkpoints/step_00000002" / name))
+                   .values())
+    # Resuming from the good checkpoint works; a checkpoint holding a NaN is refused in one line.
+    poisoned = load_file(str(run_dir / "checkpoints/step_00000002/model.safetensors"))
+    poisoned["net.image_tokenizer.weight"][0, 0] = float("nan")
+    save_file(poisoned, str(run_dir / "checkpoints/step_00000002/model.safetensors"))
+    with pytest.raises(InputError, match="step_00000002: net.image_tokenizer.weight holds non-finite values"):
+        run(tiny_config(run_dir, steps=4))
+
+
+def cli_train_args(out: Path, *extra: str) -> list[str]:
+    return ["train", "--out", str(out), "--data", "unused", "--preset", "tiny", "--batch-size", "2",
+            "--num-workers", "0", "--resolution", "16", "--num-novel", "2", "--no-progress", "--device", "cpu",
+            "--image-every", "0", "--log-every", "1", "--step.loss.perceptual-weight", "0",
+            "--step.loss.point-warmup-steps", "1", "--optim.warmup-steps", "1", *extra]
+
+
+def test_cli_stops_a_diverged_run_with_one_line_naming_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    import diffusiongs.cli.train as cli_train
+
+    monkeypatch.setattr(cli_train, "build_dataset", lambda args: BlobDataset(num_items=5, num_views=6, resolution=16))
+    monkeypatch.setattr(cli_train, "Trainer", functools.partial(Probe, poison_at=3))
+    code = entrypoint(cli_train_args(tmp_path / "run", "--steps", "30", "--ckpt-every", "2", "--max-skipped-steps",
+                                     "2"))
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("diffusiongs train: error:")]
+    assert code == TrainingDiverged.exit_code == 3 and "Traceback" not in err
+    assert len(errors) == 1 and str(tmp_path / "run" / "checkpoints" / "step_00000002") in errors[0]
+    assert len([line for line in err.splitlines() if "step skipped" in line]) == 2
+
+
+@pytest.mark.parametrize("option", [("--optim.lr", "nan"), ("--optim.lr", "-0.5"), ("--optim.ema-decay", "1.0"),
+                                    ("--optim.warmup-steps", "-1"), ("--steps", "0"), ("--batch-size", "0"),
+                                    ("--optim.grad-clip", "-1.0"), ("--optim.betas", "0.9", "1.5")])
+def test_cli_refuses_invalid_hyperparameters_in_one_line(tmp_path, capsys, option):
+    code = entrypoint(cli_train_args(tmp_path / "run", *option))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"diffusiongs train: error: {option[0]} {' '.join(option[1:])}: ") and "must be" in err
+    assert not (tmp_path / "run").exists()

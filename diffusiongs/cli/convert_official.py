@@ -28,16 +28,20 @@ class ConvertOfficialArgs:
     """The official camera_template.pt (objects); default: the rig rebuilt from the training conventions."""
     template_tolerance: float = 0.5
     """Degrees a template camera may deviate from the orbit rig stored in the model config."""
+    config: Path | None = None
+    """The checkpoint's YAML config (obj_configs.yaml): heads and ray embedding are read from it, and its sizes must
+    agree with the weights. Default: <name>.yaml or <prefix>_configs.yaml beside the checkpoint, if present."""
 
 
 def main(argv: list[str]) -> int:
     args = tyro.cli(ConvertOfficialArgs, args=argv, prog="diffusiongs convert-official")
     folder, report = convert_official_checkpoint(
         args.checkpoint, args.out, kind=None if args.kind == "auto" else args.kind, resolution=args.resolution,
-        camera_template=args.camera_template, template_tolerance_deg=args.template_tolerance)
+        camera_template=args.camera_template, template_tolerance_deg=args.template_tolerance, config=args.config)
     arch = report.architecture
     print(f"{args.checkpoint}: official {arch.kind} model, width {arch.width}, depth {arch.depth}, "
-          f"{arch.num_heads} heads, patch {arch.patch_size}, {arch.num_global_tokens} global tokens; "
+          f"{arch.num_heads} heads, patch {arch.patch_size}, {arch.num_global_tokens} global tokens, "
+          f"{arch.ray_embedding} rays (heads and rays from {arch.source}); "
           f"dropped {report.dropped_loss_tensors} loss-network tensors")
     if report.template is not None:
         rig = report.template.rig

@@ -28,6 +28,7 @@ from diffusiongs.evaluation import (
     GeometryConfig,
     ModelPredictor,
     ProtocolConfig,
+    case_count,
     describe_protocol,
     evaluate,
     iter_cases,
@@ -162,7 +163,8 @@ def run(args: EvaluateArgs, command: str | None = None) -> tuple[EvalResult, dic
              if args.lpips else None)
     cases = iter_cases(reader, args.protocol, resolution, layout, num_noisy)
     geometry = args.geometry if args.protocol.domain == "object" else None
-    result = evaluate(predictor, cases, lpips, geometry, args.sheet_items, args.sheet_views, args.progress)
+    result = evaluate(predictor, cases, lpips, geometry, args.sheet_items, args.sheet_views, args.progress,
+                      total=case_count(reader, args.protocol))
     machine = machine_info(device)
     sampler = ("none" if args.baseline else "one pass (deterministic model)" if pipeline.cfg.deterministic
                else f"{args.sampler}, {args.steps} steps, seed {args.seed}")

@@ -50,6 +50,8 @@ class GenerateArgs:
     camera_template: Path | None = None
     """With an official .ckpt: its camera_template.pt (default: the equivalent built from the training
     conventions)."""
+    config: Path | None = None
+    """With an official .ckpt: its YAML config (obj_configs.yaml; default: one beside the checkpoint, if present)."""
     out: Path = Path("outputs")
     """Output folder. One image file: its files go into OUT. Several images or a folder: OUT/<image name>/ per
     image (OUT/<name>-2/ and so on when names repeat)."""
@@ -205,7 +207,8 @@ def output_config(args: GenerateArgs) -> OutputConfig:
 def load_pipeline(args: GenerateArgs) -> tuple[Pipeline, float]:
     start = time.perf_counter()
     pipeline = Pipeline.from_pretrained(args.checkpoint, device=resolve_device(args.device),
-                                        camera_template=args.camera_template, compile=args.compile)
+                                        camera_template=args.camera_template, compile=args.compile,
+                                        official_config=args.config)
     if "object" not in pipeline.cfg.denoiser.decoders:
         raise InputError(f"{args.checkpoint}: a scene-only model; `generate` makes objects from one image "
                          "(scene models need target cameras: use diffusiongs.inference.Pipeline from Python)")

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from diffusiongs import __version__
-from diffusiongs.errors import InputError
+from diffusiongs.errors import InputError, TrainingDiverged
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("diffusiongs.cli.generate", "images -> 3D Gaussians (.ply), turntable videos and views"),
@@ -49,6 +49,9 @@ def entrypoint(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"diffusiongs {name}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"diffusiongs {name}: error: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 if __name__ == "__main__":

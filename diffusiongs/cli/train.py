@@ -14,10 +14,11 @@ from typing import Annotated
 
 import tyro
 
-from diffusiongs.data.dataset import MixedDataset, MultiViewDataset, SampleConfig
+from diffusiongs.data.dataset import MixedDataset, MultiViewDataset, SampleConfig, check_view_counts
 from diffusiongs.data.store import NativeReader
 from diffusiongs.errors import InputError
 from diffusiongs.training.distributed import cleanup_distributed, setup_distributed
+from diffusiongs.training.guard import validate_train_config
 from diffusiongs.training.trainer import TrainConfig, Trainer, model_config_for
 
 
@@ -46,6 +47,8 @@ def build_dataset(args: TrainArgs) -> MultiViewDataset | MixedDataset:
     parts: list[tuple[MultiViewDataset, float]] = []
     for paths, domain, weight in ((args.data, "object", 1.0), (args.scene_data, "scene", args.scene_weight)):
         datasets = [MultiViewDataset(NativeReader(path, "train", domain), sample) for path in paths]
+        for path, dataset in zip(paths, datasets):
+            check_view_counts(dataset, str(path))
         total = sum(len(d) for d in datasets)
         parts += [(d, weight * len(d) / total) for d in datasets]
     if len(parts) == 1:
@@ -55,6 +58,9 @@ def build_dataset(args: TrainArgs) -> MultiViewDataset | MixedDataset:
 
 def main(argv: list[str]) -> int:
     args = tyro.cli(TrainArgs, args=argv, prog="diffusiongs train")
+    validate_train_config(args.train)  # before any data or model work
+    if args.num_novel < 0:
+        raise InputError(f"--num-novel {args.num_novel}: must be >= 0")
     info = setup_distributed(args.train.device)
     try:
         dataset = build_dataset(args)

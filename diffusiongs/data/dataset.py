@@ -109,6 +109,50 @@ class MultiViewDataset(Dataset):
         return collate_examples(examples, self.config.num_noisy)
 
 
+CHECKED_ITEMS = 64
+"""Items whose cameras :func:`check_view_counts` reads, spread evenly over the dataset: reading every item's
+cameras.json would take minutes for a large dataset, and items made by one job share their view count."""
+
+
+def check_view_counts(dataset: MultiViewDataset, name: str, max_items: int = CHECKED_ITEMS) -> None:
+    """Refuse, before training starts, a dataset whose items cannot give a sample's 1 + N + M views.
+
+    Reads the cameras of up to ``max_items`` items spread evenly over the dataset. A few short or unreadable items
+    among usable ones are only logged (training skips them); when at most half of the checked items are usable, a
+    run would soon meet :attr:`SampleConfig.max_retries` + 1 of them in a row and stop, so it is refused here.
+
+    Raises:
+        InputError: naming ``name`` and the numbers, e.g. ``data/objects: items have 8 training views, a sample
+            needs 1 + 3 noisy + 6 novel = 10; ...``.
+    """
+    cfg = dataset.config
+    needed = 1 + cfg.num_noisy + cfg.num_novel
+    need_text = f"a sample needs 1 + {cfg.num_noisy} noisy + {cfg.num_novel} novel = {needed}"
+    remedy = "lower --num-novel (or --num-noisy) or re-render the items with more --views"
+    count = min(max_items, len(dataset))
+    indices = sorted({round(k * (len(dataset) - 1) / max(count - 1, 1)) for k in range(count)})
+    views: list[int] = []
+    errors: list[str] = []
+    for index in indices:
+        try:
+            views.append(dataset.reader.cameras(index).batch_shape[0])
+        except InputError as err:
+            errors.append(str(err))
+    usable = sum(v >= needed for v in views)
+    if usable * 2 > len(indices):
+        if usable < len(indices):
+            log.warning("%s: %d of %d checked items are unreadable or have fewer than %d training views; training "
+                        "skips them", name, len(indices) - usable, len(indices), needed)
+        return
+    if views and max(views) < needed:
+        most = f"{views[0]}" if min(views) == max(views) else f"at most {max(views)}"
+        raise InputError(f"{name}: items have {most} training views, {need_text}; {remedy}")
+    if not views:
+        raise InputError(f"{name}: none of the {len(indices)} checked items can be read (first: {errors[0]})")
+    raise InputError(f"{name}: only {usable} of {len(indices)} checked items are usable ({len(errors)} unreadable, "
+                     f"{len(views) - usable} with fewer than {needed} training views; {need_text}); {remedy}")
+
+
 def _renormalized(example: MultiViewExample) -> MultiViewExample:
     c2w, scale = normalize_scene_cameras(example.cameras.c2w)
     cameras = Cameras(c2w, example.cameras.K, example.cameras.width, example.cameras.height)

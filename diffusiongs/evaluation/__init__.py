@@ -14,6 +14,7 @@ from diffusiongs.evaluation.protocol import (
     EvalCase,
     ProtocolConfig,
     Skipped,
+    case_count,
     describe_protocol,
     iter_cases,
     load_case,
@@ -25,6 +26,6 @@ from diffusiongs.evaluation.scoring import GeometryConfig, geometry_scores, imag
 
 __all__ = [
     "CopyConditionPredictor", "EvalCase", "EvalResult", "GeometryConfig", "ItemResult", "ModelPredictor",
-    "Prediction", "Predictor", "ProtocolConfig", "Skipped", "describe_protocol", "evaluate", "geometry_scores",
-    "image_scores", "iter_cases", "load_case", "open_reader", "write_report",
+    "Prediction", "Predictor", "ProtocolConfig", "Skipped", "case_count", "describe_protocol", "evaluate",
+    "geometry_scores", "image_scores", "iter_cases", "load_case", "open_reader", "write_report",
 ]

@@ -164,13 +164,17 @@ def load_case(reader: NativeReader, index: int, cfg: ProtocolConfig, resolution:
                     targets=example.images[1:], target_cameras=cameras[1:], target_views=targets, surface=surface)
 
 
+def case_count(reader: NativeReader, cfg: ProtocolConfig) -> int:
+    """How many cases :func:`iter_cases` yields (scored or skipped)."""
+    return len(reader) if cfg.limit is None else min(cfg.limit, len(reader))
+
+
 def iter_cases(reader: NativeReader, cfg: ProtocolConfig, resolution: int, layout: ViewLayout, num_noisy: int
                ) -> Iterator[EvalCase | Skipped]:
     """Every item of the reader (up to ``cfg.limit``) as a case, or as :class:`Skipped` (logged) when it is
     broken or lacks the protocol's views."""
     protocol_views(cfg)  # a bad view configuration is the user's error, not every item's
-    count = len(reader) if cfg.limit is None else min(cfg.limit, len(reader))
-    for index in range(count):
+    for index in range(case_count(reader, cfg)):
         try:
             yield load_case(reader, index, cfg, resolution, layout, num_noisy)
         except InputError as err:

@@ -13,6 +13,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from diffusiongs.evaluation.predictors import Predictor
 from diffusiongs.evaluation.protocol import EvalCase, Skipped
@@ -137,7 +138,7 @@ def score_case(case: EvalCase, predictor: Predictor, lpips: torch.nn.Module | No
 
 def evaluate(predictor: Predictor, cases: Iterable[EvalCase | Skipped], lpips: torch.nn.Module | None = None,
              geometry: GeometryConfig | None = GeometryConfig(), sheet_items: int = 4, sheet_views: int = 5,
-             progress: bool = False) -> EvalResult:
+             progress: bool = False, total: int | None = None) -> EvalResult:
     """Score every case; :class:`Skipped` entries are collected (their loader already logged them).
 
     Args:
@@ -145,20 +146,24 @@ def evaluate(predictor: Predictor, cases: Iterable[EvalCase | Skipped], lpips: t
         geometry: how to score geometry, or None to skip it.
         sheet_items, sheet_views: the first ``sheet_items`` scored items and ``sheet_views`` of their targets go
             to the contact sheet.
+        progress, total: show a progress bar; ``total`` cases (:func:`~diffusiongs.evaluation.protocol.case_count`)
+            gives it a percentage and an ETA.
     """
     result = EvalResult(info=dict(predictor.describe()))
-    for case in tqdm(cases, desc="evaluate", unit="item", disable=not progress):
-        if isinstance(case, Skipped):
-            result.skipped.append(case)
-            continue
-        item, renders = score_case(case, predictor, lpips, geometry)
-        result.items.append(item)
-        if lpips is not None:
-            result.embeddings["renders"].append(vgg_embeddings(lpips, renders))
-            result.embeddings["targets"].append(vgg_embeddings(lpips, case.targets))
-        log.info("%s: PSNR %.2f SSIM %.4f", item.item_id, item.psnr, item.ssim)
-        if len(result.sheet) < sheet_items:
-            chosen = sheet_indices(len(case.target_views), sheet_views)
-            result.sheet.append(SheetEntry(case.item_id, case.condition.cpu(), case.targets[chosen].cpu(),
-                                           renders[chosen]))
+    # Log lines (skipped items) print above the bar instead of being glued to its line.
+    with logging_redirect_tqdm():
+        for case in tqdm(cases, desc="evaluate", unit="item", total=total, disable=not progress):
+            if isinstance(case, Skipped):
+                result.skipped.append(case)
+                continue
+            item, renders = score_case(case, predictor, lpips, geometry)
+            result.items.append(item)
+            if lpips is not None:
+                result.embeddings["renders"].append(vgg_embeddings(lpips, renders))
+                result.embeddings["targets"].append(vgg_embeddings(lpips, case.targets))
+            log.info("%s: PSNR %.2f SSIM %.4f", item.item_id, item.psnr, item.ssim)
+            if len(result.sheet) < sheet_items:
+                chosen = sheet_indices(len(case.target_views), sheet_views)
+                result.sheet.append(SheetEntry(case.item_id, case.condition.cpu(), case.targets[chosen].cpu(),
+                                               renders[chosen]))
     return result

@@ -131,16 +131,17 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, folder: str | Path = DEFAULT_MODEL_DIR, device: torch.device | str | None = None,
                         prefer_ema: bool = True, camera_template: str | Path | None = None,
-                        compile: bool = False) -> Pipeline:
+                        compile: bool = False, official_config: str | Path | None = None) -> Pipeline:
         """Load a model folder (``config.json`` + ``model.safetensors``/``ema.safetensors``): an exported model,
         a training checkpoint folder, a training run folder (its latest checkpoint), or an official
-        Open-DiffusionGS ``.ckpt`` file, converted in memory (``camera_template``: its ``camera_template.pt``)."""
+        Open-DiffusionGS ``.ckpt`` file, converted in memory (``camera_template``: its ``camera_template.pt``;
+        ``official_config``: its YAML config, see :func:`~diffusiongs.official.load_official_checkpoint`)."""
         folder = Path(folder)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if not folder.exists():
             raise InputError(f"{folder}: no such model folder")
         if folder.is_file():
-            pipeline = cls(_load_official(folder, camera_template), device, compile=compile)
+            pipeline = cls(_load_official(folder, camera_template, official_config), device, compile=compile)
         else:
             pipeline = cls(model_io.load_model(_model_folder(folder), prefer_ema), device, compile=compile)
         pipeline.source = str(folder)
@@ -164,6 +165,7 @@ class Pipeline:
         Returns the raw (unfiltered) Gaussians ``[N]`` and the final x0 renders of the noisy views.
         ``progress(done, total)`` is called after every network evaluation.
         """
+        self.model.require_decoder(is_object)
         n = cameras.batch_shape[0] - 1
         cond = condition.to(self.device)[None, None]
         cams = cameras.reshape(1, n + 1)
@@ -225,10 +227,10 @@ def _model_folder(folder: Path) -> Path:
     return folder / "checkpoints" / latest.read_text().strip()
 
 
-def _load_official(path: Path, camera_template: str | Path | None) -> DiffusionGS:
+def _load_official(path: Path, camera_template: str | Path | None, config: str | Path | None) -> DiffusionGS:
     from diffusiongs.official import load_official_checkpoint  # only needed for official checkpoints
 
-    cfg, state = load_official_checkpoint(path, camera_template=camera_template)
+    cfg, state = load_official_checkpoint(path, camera_template=camera_template, config=config)
     model = DiffusionGS(cfg)
     model_io.load_model_state(model, state, path)
     return model

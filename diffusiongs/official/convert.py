@@ -42,6 +42,7 @@ from diffusiongs.official.layout import (
     our_key,
 )
 from diffusiongs.official.safe_load import read_torch_file
+from diffusiongs.official.yaml_config import architecture_with_config
 from diffusiongs.system import PRESETS, DiffusionGS, ModelConfig
 from diffusiongs.system.io import export_model
 
@@ -66,7 +67,7 @@ def _model_config(arch: OfficialArchitecture, resolution: int, template: Templat
     base = PRESETS[PRESET_NAMES[arch.kind]]
     denoiser = replace(base.denoiser, width=arch.width, depth=arch.depth, num_heads=arch.num_heads,
                        mlp_ratio=arch.mlp_ratio, patch_size=arch.patch_size, num_global_tokens=arch.num_global_tokens)
-    cfg = replace(base, denoiser=denoiser, resolution=resolution)
+    cfg = replace(base, denoiser=denoiser, resolution=resolution, ray_embedding=arch.ray_embedding)
     return replace(cfg, object_rig=template.rig) if template is not None else cfg
 
 
@@ -112,12 +113,12 @@ def _template_fit(camera_template: Path | None, tolerance_deg: float) -> Templat
 
 
 def convert_official(path: str | Path, kind: OfficialKind | None = None, resolution: int | None = None,
-                     camera_template: str | Path | None = None, template_tolerance_deg: float = 0.5
-                     ) -> tuple[ModelConfig, dict[str, Tensor], ConversionReport]:
+                     camera_template: str | Path | None = None, template_tolerance_deg: float = 0.5,
+                     config: str | Path | None = None) -> tuple[ModelConfig, dict[str, Tensor], ConversionReport]:
     """:func:`load_official_checkpoint` with a report of what was found (architecture, dropped tensors, rig fit)."""
     path = Path(path)
     weights = extract_official_weights(read_torch_file(path), path)
-    arch = infer_architecture(weights, path)
+    arch = architecture_with_config(infer_architecture(weights, path), path, config)
     if kind is not None and kind != arch.kind:
         raise InputError(f"{path}: --kind {kind} was asked for, but the weights are the official {arch.kind} model's "
                          f"('{weights.source_keys[GLOBAL_TOKENS]}' is {list(weights.tensors[GLOBAL_TOKENS].shape)})")
@@ -136,8 +137,8 @@ def convert_official(path: str | Path, kind: OfficialKind | None = None, resolut
 
 
 def load_official_checkpoint(path: str | Path, kind: OfficialKind | None = None, resolution: int | None = None,
-                             camera_template: str | Path | None = None, template_tolerance_deg: float = 0.5
-                             ) -> tuple[ModelConfig, dict[str, Tensor]]:
+                             camera_template: str | Path | None = None, template_tolerance_deg: float = 0.5,
+                             config: str | Path | None = None) -> tuple[ModelConfig, dict[str, Tensor]]:
     """Read an official checkpoint (``obj_ckpt_512.ckpt``, ``scene_ckpt_256.ckpt``, ...) as our model, in memory.
 
     Nothing in the file is executed (``diffusiongs.official.safe_load``).
@@ -150,18 +151,23 @@ def load_official_checkpoint(path: str | Path, kind: OfficialKind | None = None,
         camera_template: the official ``camera_template.pt`` (objects); None rebuilds it from the training
             conventions.
         template_tolerance_deg: how far the template's cameras may be from an orbit a model config can hold.
+        config: the YAML config released with the checkpoint (``obj_configs.yaml``): the head count and the ray
+            embedding are taken from it, and its sizes must agree with the weights. None uses ``<name>.yaml`` or
+            ``<prefix>_configs.yaml`` beside the checkpoint when there is one, else the released models' values
+            (heads = width / 64; RPPC for objects, Plücker for scenes).
 
     Returns:
         The model config and a float32 state dict that ``DiffusionGS(cfg).load_state_dict(state, strict=True)``
         accepts.
     """
-    cfg, state, _ = convert_official(path, kind, resolution, camera_template, template_tolerance_deg)
+    cfg, state, _ = convert_official(path, kind, resolution, camera_template, template_tolerance_deg, config)
     return cfg, state
 
 
 def convert_official_checkpoint(path: str | Path, out: str | Path, kind: OfficialKind | None = None,
                                 resolution: int | None = None, camera_template: str | Path | None = None,
-                                template_tolerance_deg: float = 0.5) -> tuple[Path, ConversionReport]:
+                                template_tolerance_deg: float = 0.5, config: str | Path | None = None
+                                ) -> tuple[Path, ConversionReport]:
     """Convert an official checkpoint into a model folder (``config.json`` + ``model.safetensors``)."""
-    cfg, state, report = convert_official(path, kind, resolution, camera_template, template_tolerance_deg)
+    cfg, state, report = convert_official(path, kind, resolution, camera_template, template_tolerance_deg, config)
     return export_model(Path(out), cfg, state), report

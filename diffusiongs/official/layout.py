@@ -26,6 +26,7 @@ from typing import Literal
 from torch import Tensor
 
 from diffusiongs.errors import InputError
+from diffusiongs.geometry import RayEmbedding
 from diffusiongs.model.denoiser import RAY_CHANNELS, RGB_CHANNELS
 
 OfficialKind = Literal["object", "scene"]
@@ -35,7 +36,9 @@ CONTAINERS = (("state_dict", "shape_model."), ("model", "denoiser."))
 LOSS_NETWORK_PREFIX = "loss_computer."
 """The frozen LPIPS/SSIM networks stored next to the denoiser; not part of the model, dropped."""
 OFFICIAL_HEAD_WIDTH = 64
-"""``dim_heads`` of the official DiT blocks: heads = width / 64."""
+"""``dim_heads`` of every released config: heads = width / 64 when no YAML config says otherwise."""
+RAY_EMBEDDINGS: dict[OfficialKind, RayEmbedding] = {"object": "rppc", "scene": "plucker"}
+"""The ray embedding of each released model when no YAML config says otherwise (``relative_plk`` / ``plk``)."""
 TOKENIZER = "image_tokenizer.1.weight"
 GLOBAL_TOKENS = "gaussians_pos_embedding"
 HEADS = ("image_token_decoder.", "upsampler.")
@@ -61,7 +64,9 @@ class OfficialWeights:
 
 @dataclass(frozen=True)
 class OfficialArchitecture:
-    """What the weights say about the network (reference §1.2: 1024 wide, 24 deep, patch 8, 2 global tokens)."""
+    """The network of an official checkpoint (reference §1.2: 1024 wide, 24 deep, 16 heads, patch 8, 2 global
+    tokens). The weights give the sizes; the head count and the ray embedding come from the YAML config released
+    with the checkpoint, or are the released models' values when there is none."""
 
     kind: OfficialKind
     width: int
@@ -69,10 +74,10 @@ class OfficialArchitecture:
     patch_size: int
     mlp_ratio: float
     num_global_tokens: int
-
-    @property
-    def num_heads(self) -> int:
-        return self.width // OFFICIAL_HEAD_WIDTH
+    num_heads: int
+    ray_embedding: RayEmbedding
+    source: str = "the weights (heads = width / 64, ray embedding of the released model of this kind)"
+    """Where the head count and the ray embedding come from (for the conversion report)."""
 
 
 def _weights_container(obj: object, path: Path) -> tuple[dict, str]:
@@ -130,14 +135,14 @@ def _require(weights: OfficialWeights, key: str, dims: int, path: Path) -> Tenso
 
 
 def infer_architecture(weights: OfficialWeights, path: Path) -> OfficialArchitecture:
-    """Width, depth, patch size, MLP ratio, global tokens and model kind, read off the tensors' shapes.
+    """Width, depth, patch size, MLP ratio, global tokens and model kind, read off the tensors' shapes; the head
+    count and ray embedding of the released models (see :mod:`diffusiongs.official.yaml_config` for reading them
+    from the YAML config instead).
 
     The model kind follows the global-token embedding: ``[G, d]`` in the object model, ``[1, G, d]`` in the
     scene model. Every other shape is checked later against the model these values describe.
     """
     width = _require(weights, "t_embedder.mlp.2.weight", 2, path).shape[0]
-    if width % OFFICIAL_HEAD_WIDTH:
-        raise InputError(f"{path}: width {width} is not a multiple of the official head width {OFFICIAL_HEAD_WIDTH}")
     pixel_features = _require(weights, TOKENIZER, 2, path).shape[1]
     patch = round((pixel_features / (RGB_CHANNELS + RAY_CHANNELS)) ** 0.5)
     if patch * patch * (RGB_CHANNELS + RAY_CHANNELS) != pixel_features:
@@ -151,8 +156,10 @@ def infer_architecture(weights: OfficialWeights, path: Path) -> OfficialArchitec
     if tokens is None or tokens.dim() not in (2, 3) or (tokens.dim() == 3 and tokens.shape[0] != 1):
         shape = None if tokens is None else list(tokens.shape)
         raise InputError(f"{path}: '{GLOBAL_TOKENS}' must be [G, d] (object) or [1, G, d] (scene), got {shape}")
-    return OfficialArchitecture(kind="object" if tokens.dim() == 2 else "scene", width=width, depth=len(blocks),
-                                patch_size=patch, mlp_ratio=hidden / width, num_global_tokens=tokens.shape[-2])
+    kind: OfficialKind = "object" if tokens.dim() == 2 else "scene"
+    return OfficialArchitecture(kind=kind, width=width, depth=len(blocks), patch_size=patch, mlp_ratio=hidden / width,
+                                num_global_tokens=tokens.shape[-2], num_heads=width // OFFICIAL_HEAD_WIDTH,
+                                ray_embedding=RAY_EMBEDDINGS[kind])
 
 
 def our_key(official_key: str, decoder: str) -> str | None:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from diffusiongs.data.types import Domain
 from diffusiongs.diffusion.schedule import NoiseScheduleConfig
+from diffusiongs.errors import InputError
 from diffusiongs.gaussians import DECODE_PRESETS, GaussianDecodeConfig, Gaussians
 from diffusiongs.gaussians.decode import decode_free_gaussians, decode_pixel_gaussians
 from diffusiongs.geometry import Cameras, RayEmbedding, pixel_rays, plucker, rppc
@@ -99,11 +100,29 @@ class DiffusionGS(nn.Module):
         self.net = Denoiser(cfg.denoiser)
 
     def _decode(self, raw: Tensor, origins: Tensor, directions: Tensor, is_object: Tensor, free: bool) -> Gaussians:
+        """Raw maps -> Gaussians with the decoding of the decoder that made them: per sample (``is_object``) in a
+        model with both decoders; in a model with one, always its own, as the network uses its one head for every
+        sample (decoding a scene head's maps as an object would put the centres hundreds of units off)."""
+        configs = {"object": self.cfg.object_decode, "scene": self.cfg.scene_decode}
         decoded = {}
-        for name, cfg in (("object", self.cfg.object_decode), ("scene", self.cfg.scene_decode)):
-            decoded[name] = (decode_free_gaussians(raw, cfg) if free
-                             else decode_pixel_gaussians(raw, origins, directions, cfg))
+        for name in self.cfg.denoiser.decoders:
+            decoded[name] = (decode_free_gaussians(raw, configs[name]) if free
+                             else decode_pixel_gaussians(raw, origins, directions, configs[name]))
+        if len(decoded) == 1:
+            return next(iter(decoded.values()))
         return _select(is_object, decoded["object"], decoded["scene"])
+
+    def require_decoder(self, is_object: bool) -> None:
+        """Refuse a request for a domain this model has no decoder for (a single-decoder model would otherwise
+        silently answer with the one it has).
+
+        Raises:
+            InputError: e.g. asking a scene-only model for an object.
+        """
+        domain = "object" if is_object else "scene"
+        if domain not in self.cfg.denoiser.decoders:
+            raise InputError(f"this model has no {domain} decoder (it has {list(self.cfg.denoiser.decoders)}); pass "
+                             f"is_object={not is_object}")
 
     def predict_gaussians(self, images: Float[Tensor, "b v 3 h w"], cameras: Cameras,
                           timesteps: Int[Tensor, " b"], is_object: Bool[Tensor, " b"]) -> GaussianPrediction:

@@ -11,6 +11,7 @@ processes.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import time
@@ -22,17 +23,30 @@ from typing import Literal
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from diffusiongs.configio import config_to_dict, write_json_atomic
 from diffusiongs.data.types import MultiViewExample, TrainingBatch, collate_examples
 from diffusiongs.diffusion.schedule import NoiseSchedule
+from diffusiongs.errors import InputError, TrainingDiverged
 from diffusiongs.geometry import RayEmbedding, ViewLayout
 from diffusiongs.system import io as model_io
 from diffusiongs.system.model import DiffusionGS, ModelConfig
 from diffusiongs.system.presets import preset
 from diffusiongs.training import checkpoint as ckpt
 from diffusiongs.training.distributed import DistInfo, all_reduce_mean, barrier
+from diffusiongs.training.guard import (
+    SkippedSteps,
+    all_ranks_agree,
+    first_non_finite,
+    json_number,
+    optimizer_tensors,
+    step_is_finite,
+    validate_train_config,
+)
 from diffusiongs.training.step import StepConfig, StepOutput, draw_step_noise, train_step
+
+log = logging.getLogger(__name__)
 
 SEED_STRIDE = 1_000_003
 """Multiplier that spreads (run seed, stream position) pairs into distinct per-sample seeds."""
@@ -106,6 +120,9 @@ class TrainConfig:
     """Checkpoints kept (older ones are deleted)."""
     max_minutes: float | None = None
     """Stop (with a checkpoint) after this much wall-clock time; the run resumes later."""
+    max_skipped_steps: int = 20
+    """A step whose loss or gradient norm is not finite is skipped (weights, EMA and optimizer state unchanged);
+    this many in a row stop the run with an error naming the last good checkpoint (exit code 3)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     progress: bool = True
 
@@ -202,6 +219,7 @@ class Trainer:
     """Runs one training configuration on one process of a (possibly distributed) run."""
 
     def __init__(self, cfg: TrainConfig, dataset: Dataset, info: DistInfo = DistInfo()):
+        validate_train_config(cfg)
         self.cfg, self.dataset, self.info = cfg, dataset, info
         self.device = info.device
         self.model_cfg = model_config_for(cfg)
@@ -213,6 +231,7 @@ class Trainer:
         self.ema: dict[str, torch.Tensor] | None = None
         self.net: torch.nn.Module = self.model
         self.step = 0
+        self.skipped = SkippedSteps(cfg.max_skipped_steps)
         self.perceptual = self._load_perceptual()
         self._writer = None
         self._log_file = None
@@ -288,6 +307,7 @@ class Trainer:
         """Restore or initialise the weights, record the configs, compile and wrap for DDP."""
         cfg = self.cfg
         self._restore()
+        self._refuse_non_finite_start()
         warning = ema_warning(cfg.optim, cfg.steps)
         if warning and self.info.is_main:
             print(warning)
@@ -301,8 +321,32 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-    def run_step(self, batch: TrainingBatch, seeds: list[int]) -> StepOutput:
-        """One optimisation step on a batch already on the device (``self.step`` is the 1-based step number)."""
+    def _refuse_non_finite_start(self) -> None:
+        """A resumed or initial state with NaN/inf values would only produce skipped steps: refuse it up front."""
+        name = first_non_finite([*self._state_tensors(), *optimizer_tensors(self.optimizer)])
+        if name is not None:
+            source = ckpt.latest_checkpoint(self.cfg.out) or self.cfg.init_from or "the initial weights"
+            raise InputError(f"{source}: {name} holds non-finite values (NaN or inf); start from an earlier "
+                             "checkpoint")
+
+    def _state_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """The model's and the EMA's tensors, named for messages."""
+        ema = [] if self.ema is None else [(f"EMA {k}", v) for k, v in self.ema.items()]
+        return [*self.model.state_dict().items(), *ema]
+
+    def _grad_norm(self) -> torch.Tensor:
+        """The global gradient norm (before clipping), clipping to ``grad_clip`` when it is set."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.cfg.optim.grad_clip > 0:
+            return torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
+        return torch.nn.utils.get_total_norm([p.grad for p in params])
+
+    def run_step(self, batch: TrainingBatch, seeds: list[int]) -> tuple[StepOutput, bool]:
+        """One optimisation step on a batch already on the device (``self.step`` is the 1-based step number).
+
+        Returns the step's output and whether the update was applied: a step with a non-finite loss or gradient
+        norm on any rank leaves the weights, the EMA and the optimizer state (moments and step count) untouched.
+        """
         cfg = self.cfg
         noise = draw_step_noise(batch, self.schedule, self._generators(seeds))
         for group in self.optimizer.param_groups:
@@ -312,12 +356,14 @@ class Trainer:
             out = train_step(self.net, batch, self.schedule, noise, self.step, cfg.step, self.perceptual,
                              deterministic=self.model_cfg.deterministic)
         out.loss.backward()
-        if cfg.optim.grad_clip > 0:
-            out.metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-        self.optimizer.step()
+        out.metrics["grad_norm"] = self._grad_norm()
+        finite = step_is_finite(out.loss, out.metrics["grad_norm"], self.info)
+        if finite:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self._update_ema()
-        return out
+        if finite:
+            self._update_ema()
+        return out, finite
 
     def _out_of_time(self, start_time: float) -> bool:
         """Whether ``max_minutes`` has passed, agreed by all ranks (checked at logging steps only)."""
@@ -329,18 +375,35 @@ class Trainer:
         return bool(flag.item())
 
     def train(self) -> int:
-        """Run until ``cfg.steps`` (or ``max_minutes``); returns the last step done."""
-        cfg = self.cfg
+        """Run until ``cfg.steps`` (or ``max_minutes``); returns the last step done.
+
+        Raises:
+            TrainingDiverged: ``max_skipped_steps`` non-finite steps in a row, or a non-finite state at a save.
+        """
         self.prepare()
+        progress = self._progress_bar()
+        try:
+            with logging_redirect_tqdm():  # warnings print above the progress bar, not glued to its line
+                self._train_loop(progress)
+        finally:
+            if progress is not None:
+                progress.close()
+            self._close_logs()
+        return self.step
+
+    def _train_loop(self, progress) -> None:
+        cfg = self.cfg
         batches = self._loader()
         start_time = time.monotonic()
-        progress = self._progress_bar()
         last_saved = self.step
         while self.step < cfg.steps:
             self.step += 1
             batch, seeds = next(batches)
-            out = self.run_step(batch.to(self.device, non_blocking=True), seeds)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+            out, applied = self.run_step(batch.to(self.device, non_blocking=True), seeds)
+            self.skipped.record(self.step, applied)
+            if not applied:
+                self._skip(out.metrics)
+            elif self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 self._log(out.metrics, progress)
             if self.info.is_main and cfg.image_every and self.step % cfg.image_every == 0:
                 self._log_images(batch, out.renders)
@@ -354,12 +417,32 @@ class Trainer:
                 break
         if last_saved != self.step:
             self.save()
-        if progress is not None:
-            progress.close()
-        self._close_logs()
-        return self.step
+
+    def _last_good(self) -> str:
+        folder = ckpt.latest_checkpoint(self.cfg.out)
+        if folder is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint is {folder}"
+
+    def _skip(self, metrics: dict[str, torch.Tensor]) -> None:
+        """Record a skipped step (metrics.jsonl and a one-line warning); stop after ``max_skipped_steps`` in a row."""
+        values = {k: json_number(float(v)) for k, v in all_reduce_mean(
+            {k: metrics[k] for k in ("loss", "grad_norm")}, self.info).items()}
+        limit = self.cfg.max_skipped_steps
+        if self.info.is_main:
+            self._write_record({"step": self.step, "skipped": "non-finite loss or gradient", **values})
+            log.warning("step %d: loss %s, gradient norm %s: step skipped, weights unchanged (%d in a row; the "
+                        "run stops at %d)", self.step, values["loss"], values["grad_norm"], self.skipped.in_a_row,
+                        limit)
+        if self.skipped.exhausted:
+            raise TrainingDiverged(f"{self.cfg.out}: steps {self.skipped.first}-{self.step} all had a non-finite loss "
+                                   f"or gradient ({limit} in a row); training stopped, {self._last_good()}")
 
     def save(self) -> None:
+        bad = first_non_finite([*self._state_tensors(), *optimizer_tensors(self.optimizer)])
+        if not all_ranks_agree(bad is None, self.info, self.device):
+            raise TrainingDiverged(f"{self.cfg.out}: step {self.step}: {bad or 'the state on another rank'} holds "
+                                   f"non-finite values; refused to write a checkpoint, {self._last_good()}")
         barrier(self.info)
         if self.info.is_main:
             ckpt.save_checkpoint(self.cfg.out, self.step, self.model, self.model_cfg, self.optimizer, self.ema,
@@ -389,17 +472,21 @@ class Trainer:
         if not self.info.is_main:
             return
         values["lr"] = self.optimizer.param_groups[0]["lr"]
-        if self._log_file is None:
-            self.cfg.out.mkdir(parents=True, exist_ok=True)
-            self._log_file = open(self.cfg.out / "metrics.jsonl", "a")
-        self._log_file.write(json.dumps({"step": self.step, **values}) + "\n")
-        self._log_file.flush()
+        self._write_record({"step": self.step, **values})
         writer = self._tensorboard()
         if writer is not None:
             for k, v in values.items():
                 writer.add_scalar(f"train/{k}", v, self.step)
         if progress is not None:
             progress.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}")
+
+    def _write_record(self, record: dict) -> None:
+        """Append one line to metrics.jsonl."""
+        if self._log_file is None:
+            self.cfg.out.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.cfg.out / "metrics.jsonl", "a")
+        self._log_file.write(json.dumps(record) + "\n")
+        self._log_file.flush()
 
     def _log_images(self, batch: TrainingBatch, renders: torch.Tensor) -> None:
         writer = self._tensorboard()
