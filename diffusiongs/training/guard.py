@@ -64,6 +64,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "step.loss.point_warmup_steps": (lambda v: v >= 0, "must be >= 0"),
     "step.loss.point_std": (lambda v: math.isfinite(v) and v > 0, "must be a number > 0"),
     "step.loss.perceptual_resolution": (lambda v: v is None or v > 0, "must be > 0"),
+    **{f"layout.{angle}_deg": (lambda v: 0 < v <= 180, "must be an angle in (0, 180] degrees")
+       for angle in ("theta1", "theta2", "phi1", "phi2")},
 }
 
 
