@@ -232,6 +232,20 @@ def test_copy_condition_scores_the_input_against_every_target(dataset, tmp_path,
     assert payload["metrics"]["lpips"] is None and payload["metrics"]["chamfer"] is None
 
 
+def test_evaluate_places_the_noisy_views_by_the_models_layout_and_says_when_overridden(dataset, tmp_path,
+                                                                                      no_lpips_weights, capsys):
+    cfg = replace(preset("tiny"), view_layout=ViewLayout(mode="constrained", theta1_deg=30.0))
+    model = export_model(tmp_path / "constrained", cfg, DiffusionGS(cfg))
+    common = ["--checkpoint", str(model), "--data", str(dataset), "--steps", "1", "--limit", "1", "--no-progress"]
+    assert entrypoint(["evaluate", *common, "--out", str(tmp_path / "own")]) == 0
+    own = json.loads((tmp_path / "own" / "summary.json").read_text())["settings"]["protocol"]
+    assert "constrained (theta1 30" in own and "note:" not in capsys.readouterr().err
+    assert entrypoint(["evaluate", *common, "--out", str(tmp_path / "orbit"), "--layout", "orbit"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "constrained" in notes[0] and "orbit" in notes[0]
+    assert "orbit (noisy views" in json.loads((tmp_path / "orbit" / "summary.json").read_text())["settings"]["protocol"]
+
+
 def test_cli_reports_are_written_and_agree(dataset, model_dir, tmp_path, no_lpips_weights):
     out = tmp_path / "report"
     code = entrypoint(["evaluate", "--checkpoint", str(model_dir), "--data", str(dataset), "--out", str(out),

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from diffusiongs.cli.main import entrypoint
 from diffusiongs.data.types import collate_examples
 from diffusiongs.diffusion import NoiseSchedule
+from diffusiongs.geometry import ViewLayout
 from diffusiongs.errors import InputError, TrainingDiverged
 from diffusiongs.system import DiffusionGS, preset
 from diffusiongs.training.losses import LossConfig, point_distribution_loss
@@ -152,6 +153,17 @@ def test_init_from_loads_the_raw_weights_for_a_new_stage_unless_asked_for_the_em
         assert torch.equal(value, expected[name].float()), name
         differs |= not torch.equal(first.ema[name], first.model.state_dict()[name].float())
     assert differs  # the two choices are distinguishable
+
+
+def test_init_from_a_model_of_another_layout_says_so_in_one_line(tmp_path, capsys):
+    run(tiny_config(tmp_path / "stage1", steps=2, layout=ViewLayout(mode="constrained")))
+    capsys.readouterr()
+    second = Trainer(tiny_config(tmp_path / "stage2", steps=2, init_from=tmp_path / "stage1" / "checkpoints" /
+                                 "step_00000002"), BlobDataset(num_items=3, num_views=6, resolution=16))
+    second._restore()
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "constrained" in notes[0] and "orbit" in notes[0]
+    assert second.model_cfg.view_layout.mode == "orbit"
 
 
 def test_ema_warmup_forgets_the_initialisation_at_any_run_length():
