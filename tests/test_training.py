@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 from diffusiongs.cli.main import entrypoint
 from diffusiongs.data.types import collate_examples
 from diffusiongs.diffusion import NoiseSchedule
-from diffusiongs.geometry import ViewLayout
 from diffusiongs.errors import InputError, TrainingDiverged
+from diffusiongs.geometry import ViewLayout
 from diffusiongs.system import DiffusionGS, preset
 from diffusiongs.training.losses import LossConfig, point_distribution_loss
 from diffusiongs.training.step import StepConfig, draw_step_noise, train_step
