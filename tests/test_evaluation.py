@@ -451,15 +451,16 @@ def test_solver_sweep_names_the_fastest_setting_within_tolerance(dataset, model_
 def test_ablations_run_end_to_end_on_cpu(tmp_path):
     out = tmp_path / "abl"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ablations.py"), "--out", str(out), "--preset", "tiny",
-                    "--resolution", "32", "--objects", "6", "--scenes", "4", "--views", "12", "--test-fraction", "0.5",
+                    "--resolution", "32", "--objects", "6", "--scenes", "4", "--views", "16", "--test-fraction", "0.5",
                     "--mixed", "--steps", "2", "--batch-size", "1", "--num-workers", "0", "--point-warmup-steps", "1",
                     "--warmup-steps", "1", "--eval-limit", "1", "--eval-steps", "2", "--data-workers", "1",
-                    "--parallel", "2"],
+                    "--parallel", "2", "--seeds", "0", "1"],
                    check=True, cwd=ROOT)
     payload = json.loads((out / "ablations.json").read_text())
     assert [r["name"] for r in payload["rows"]] == ["baseline", "diffusion", "point-loss", "mixed", "rppc",
-                                                     "random-views", "copy-condition"]
-    assert all(r["summary"]["metrics"]["items"] == 1 for r in payload["rows"])
-    assert all(r["steps_reached"] == 2 for r in payload["rows"][:-1])
+                                                     "constrained-views", "random-views", "copy-condition"]
+    assert all(r["summary"]["metrics"]["items"] == 1 for row in payload["rows"] for r in row["runs"])
+    assert all([r["seed"] for r in row["runs"]] == [0, 1] for row in payload["rows"][:-1])
+    assert all(r["steps_reached"] == 2 for row in payload["rows"][:-1] for r in row["runs"])
     table = (out / "ablations.md").read_text()
-    assert "| + RPPC instead of Plücker (full model) |" in table and "diffusiongs train" in table
+    assert "| + RPPC instead of Plücker (full model, orbit layout) |" in table and "diffusiongs train" in table
