@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +18,7 @@ from diffusiongs.diffusion.samplers import SamplerName
 from diffusiongs.errors import InputError
 from diffusiongs.gaussians import save_ply
 from diffusiongs.inference.media import image_row, to_uint8, turntable, write_image, write_video
+from diffusiongs.inference.mesh import MeshConfig, require_mesh_extra, write_mesh
 from diffusiongs.inference.pipeline import DEFAULT_MODEL_DIR, ExportFilter, GenerateConfig, Pipeline
 from diffusiongs.inference.preprocess import PreprocessConfig
 
@@ -53,6 +54,10 @@ class GenerateArgs:
     """Drop Gaussians outside [-crop, crop]^3 (official exporter: 0.91)."""
     frames: int = 36
     """Turntable frames (0 skips the videos)."""
+    mesh: bool = False
+    """Also write mesh.glb, a coloured mesh fused from renders of the Gaussians (needs the `mesh` extra)."""
+    mesh_options: MeshConfig = field(default_factory=MeshConfig)
+    """How the mesh is extracted (docs/RESULTS.md measures the defaults)."""
     compile: bool = False
     """CUDA only: torch.compile the network with CUDA graphs (pays off when generating several images)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -60,6 +65,8 @@ class GenerateArgs:
 
 def run(args: GenerateArgs) -> dict:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if args.mesh:
+        require_mesh_extra()
     start = time.perf_counter()
     pipeline = Pipeline.from_pretrained(args.checkpoint, device=device, camera_template=args.camera_template,
                                         compile=args.compile)
@@ -88,9 +95,15 @@ def run(args: GenerateArgs) -> dict:
         write_video(frames, out / "turntable.mp4")
         write_video(frames, out / "turntable.gif")
         timings["turntable_s"] = time.perf_counter() - start
+    mesh_faces = None
+    if args.mesh:
+        start = time.perf_counter()
+        mesh_faces = write_mesh(result.gaussians.to(device), out / "mesh.glb", args.mesh_options).num_faces
+        timings["mesh_s"] = time.perf_counter() - start
     meta = {
         "input": str(args.image), "checkpoint": str(args.checkpoint), "generate": config_to_dict(cfg),
         "model": config_to_dict(pipeline.cfg), "num_gaussians": result.gaussians.num_gaussians,
+        "mesh": config_to_dict(args.mesh_options) | {"faces": mesh_faces} if args.mesh else None,
         "timings": timings, "device": device, "torch_threads": torch.get_num_threads(),
         "diffusiongs": __version__, "torch": torch.__version__, "python": platform.python_version(),
     }
@@ -102,6 +115,7 @@ def main(argv: list[str]) -> int:
     args = tyro.cli(GenerateArgs, args=argv, prog="diffusiongs generate")
     meta = run(args)
     total = sum(meta["timings"].values())
+    mesh = "" if meta["mesh"] is None else f", mesh.glb ({meta['mesh']['faces']} faces)"
     print(f"wrote {args.out}/gaussians.ply ({meta['num_gaussians']} Gaussians), views.png"
-          f"{', turntable.mp4, turntable.gif' if args.frames else ''} and meta.json in {total:.1f} s")
+          f"{', turntable.mp4, turntable.gif' if args.frames else ''}{mesh} and meta.json in {total:.1f} s")
     return 0
