@@ -33,6 +33,7 @@ class DemoArgs:
     host: str = "127.0.0.1"
     """Address to listen on (0.0.0.0 serves the local network too; there is never a public share link)."""
     port: int = 7860
+    """Port to listen on (the page is http://HOST:PORT/)."""
     out: Path | None = None
     """Folder for the results (one numbered folder per generation); default: a new temporary folder."""
     defaults: DemoSettings = field(default_factory=DemoSettings)
@@ -44,6 +45,7 @@ class DemoArgs:
     compile: bool = False
     """CUDA only: torch.compile the network with CUDA graphs (the first generation pays the compilation)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA when available, else the CPU."""
 
 
 def main(argv: list[str]) -> int:

@@ -109,9 +109,13 @@ class DemoRunner:
     _count: int = 0
 
     def _new_folder(self, image: Path) -> Path:
+        """The next free numbered folder (results of earlier runs in ``out_root`` are kept)."""
+        self.out_root.mkdir(parents=True, exist_ok=True)
         self._count += 1
+        while any(self.out_root.glob(f"{self._count:04d}_*")):
+            self._count += 1
         folder = self.out_root / f"{self._count:04d}_{image.stem[:40] or 'image'}"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir()
         return folder
 
     def run(self, image: str | Path, settings: DemoSettings = DemoSettings(),

@@ -22,8 +22,11 @@ un-premultiplied rendered colours averaged over the renders that see the surface
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -36,6 +39,8 @@ from diffusiongs.gaussians import Gaussians
 from diffusiongs.geometry import Cameras, intrinsics_from_fov, look_at
 from diffusiongs.metrics.geometry import sample_surface_points
 from diffusiongs.render import RenderConfig, render
+
+T = TypeVar("T")
 
 MISSING_EXTRA = "mesh export needs scikit-image and trimesh: pip install 'diffusiongs[mesh]'"
 
@@ -234,23 +239,46 @@ def drop_small_components(mesh: ColoredMesh, min_fraction: float) -> ColoredMesh
     return ColoredMesh(mesh.vertices[used], new_index[mesh.faces[keep_faces]], mesh.colors[used])
 
 
+class _StageClock:
+    """Seconds per stage into ``timings`` (the device synchronised around each), or nothing without it."""
+
+    def __init__(self, timings: dict[str, float] | None, device: torch.device):
+        self.timings, self.device = timings, device
+
+    def __call__(self, name: str, fn: Callable[[], T]) -> T:
+        if self.timings is None:
+            return fn()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        value = fn()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings[name] = time.perf_counter() - start
+        return value
+
+
 @torch.no_grad()
-def extract_mesh(gaussians: Gaussians, cfg: MeshConfig = MeshConfig(),
-                 render_cfg: RenderConfig = RenderConfig()) -> ColoredMesh:
+def extract_mesh(gaussians: Gaussians, cfg: MeshConfig = MeshConfig(), render_cfg: RenderConfig = RenderConfig(),
+                 timings: dict[str, float] | None = None) -> ColoredMesh:
     """A coloured mesh of unbatched Gaussians (on any device; the fusion runs there, marching cubes on the CPU).
 
     Gaussians that are too faint or outside the box are dropped first; without any left the mesh is empty.
+    ``timings``, when given, receives the seconds of each stage (render, fuse, marching_cubes, colors, components).
     """
     require_mesh_extra()
     keep = (gaussians.opacities > cfg.min_opacity) & (gaussians.means.abs() <= cfg.bound).all(-1)
     kept = gaussians.select(keep)
     if kept.num_gaussians == 0:
         return ColoredMesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), np.zeros((0, 3), np.uint8))
-    cameras, rgb, alpha, depth = render_views(kept.float(), cfg, render_cfg)
-    tsdf, color_sum, color_count = (t.cpu().numpy() for t in fuse_tsdf(cameras, rgb, alpha, depth, cfg))
-    vertices, faces = marching_cubes(tsdf, cfg)
-    mesh = ColoredMesh(vertices, faces, vertex_colors(vertices, color_sum, color_count, cfg))
-    return drop_small_components(mesh, cfg.min_component_fraction)
+    stage = _StageClock(timings, gaussians.device)
+    cameras, rgb, alpha, depth = stage("render", lambda: render_views(kept.float(), cfg, render_cfg))
+    tsdf, color_sum, color_count = stage(
+        "fuse", lambda: [t.cpu().numpy() for t in fuse_tsdf(cameras, rgb, alpha, depth, cfg)])
+    vertices, faces = stage("marching_cubes", lambda: marching_cubes(tsdf, cfg))
+    colors = stage("colors", lambda: vertex_colors(vertices, color_sum, color_count, cfg))
+    return stage("components", lambda: drop_small_components(ColoredMesh(vertices, faces, colors),
+                                                             cfg.min_component_fraction))
 
 
 def sample_mesh_points(mesh: ColoredMesh, count: int, generator: torch.Generator | None = None
