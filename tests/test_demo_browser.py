@@ -1,5 +1,7 @@
 """The web demo in a real browser: ``diffusiongs demo`` on localhost with the shipped model, driven by headless
-Chromium through Selenium (Debian's ``chromium`` and ``chromium-driver``, which ``.ci/run`` installs).
+Chromium through Selenium (Debian's ``chromium`` and ``chromium-driver``, which ``.ci/run`` installs). Opt-in
+(``-m browser``: 35-60 s on the 2-core project machine, over 2 minutes when it is busy); the README's test command
+runs it after the default suite.
 
 One page visit uploads the example image, sets the steps, generates, and checks that both 3D views drew something,
 that the browser plays the turntable, that the downloads are a PLY, a GLB and an MP4 that load, and that the page
@@ -53,9 +55,10 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                                reason="needs Debian's chromium and chromium-driver "
-                                       "(apt-get install chromium chromium-driver; .ci/run installs them)")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                                 reason="needs Debian's chromium and chromium-driver "
+                                        "(apt-get install chromium chromium-driver; .ci/run installs them)")]
 
 
 def free_port() -> int:

@@ -70,7 +70,7 @@ def build_app(runner: DemoRunner, examples: list[Path], defaults: DemoSettings =
 
     @_guarded
     def segment(upload: str | None, ratio: float):
-        """The prepared input view, shown as soon as an image is dropped (or the ratio changes)."""
+        """The prepared input view, shown as soon as an image is dropped or picked (or the ratio changes)."""
         if not upload:
             return None
         path = Path(upload)
@@ -122,7 +122,8 @@ def build_app(runner: DemoRunner, examples: list[Path], defaults: DemoSettings =
                                            height=VIEWER_HEIGHT, camera_position=MESH_CAMERA, elem_id="mesh-view")
                 downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
                 summary = gr.Markdown(elem_id="summary")
-        image.upload(segment, [image, ratio], condition)
+        # change, not upload: a click on an example sets the file too.
+        image.change(segment, [image, ratio], condition)
         ratio.release(segment, [image, ratio], condition)
         button.click(generate, [image, sampler, steps, seed, ratio, mesh],
                      [condition, splat, mesh_view, video, downloads, summary])

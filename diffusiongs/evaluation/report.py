@@ -123,14 +123,14 @@ def _items_csv(result: EvalResult) -> bytes:
     return _csv_bytes(header, rows)
 
 
-def geometry_rows(summary: dict[str, Any], mesh_label: str) -> list[list[str]]:
+def geometry_rows(summary: dict[str, Any]) -> list[list[str]]:
     """Rows under :data:`GEOMETRY_HEADERS`: the Gaussians' geometry scores and those of their meshes."""
     def row(label: str, prefix: str, items: int, seconds: float | None) -> list[str]:
         return [label, str(items), *(format_value(summary[f"{prefix}{m}"], 4) for m in GEOMETRY_METRICS),
                 format_value(seconds, 3)]
 
     return [row("Gaussians (centres, opacity-weighted)", "", summary["geometry_items"], summary["seconds_median"]),
-            row(mesh_label, "mesh_", summary["mesh_items"], summary["mesh_seconds_median"])]
+            row("mesh", "mesh_", summary["mesh_items"], summary["mesh_seconds_median"])]
 
 
 def _views_csv(result: EvalResult) -> bytes:
@@ -178,7 +178,7 @@ def _markdown(result: EvalResult, summary: dict[str, Any], sheet: bool) -> str:
     if summary.get("mesh_items"):
         parts += ["Geometry of the Gaussians and of the meshes extracted from them (s/item: sampling for the "
                   "Gaussians, mesh extraction for the meshes; medians):", "",
-                  markdown_table(GEOMETRY_HEADERS, geometry_rows(summary, "mesh")), ""]
+                  markdown_table(GEOMETRY_HEADERS, geometry_rows(summary)), ""]
     by_view = summary["psnr_by_view"]
     if by_view:
         parts += ["PSNR by target view:", "",

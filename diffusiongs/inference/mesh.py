@@ -17,6 +17,10 @@ a pixel of rendered opacity >= ``min_alpha`` is surface at its expected depth, a
 along its whole ray. Nodes never seen in front of a surface (the inside) count as inside. The volume is closed by
 a layer of empty space, so the mesh is watertight where the object touches the box. Vertex colours are the
 un-premultiplied rendered colours averaged over the renders that see the surface there.
+
+Libraries: marching cubes is scikit-image's, the GLB is written by trimesh (extra ``mesh``). Open3D's TSDF volume
+would do the fusion, but its wheel is 401 MB (0.20.0, pulling dash, flask and ipywidgets) and works on CPU arrays;
+the fusion here is a few lines of torch that run on whichever device holds the renders.
 """
 
 from __future__ import annotations
