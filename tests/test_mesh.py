@@ -27,6 +27,7 @@ from diffusiongs.inference.mesh import (
     save_glb,
     srgb_to_linear,
 )
+from diffusiongs.metrics import chamfer_distance
 from diffusiongs.render.config import EXTEND_MAX, RenderConfig
 from diffusiongs.system import DiffusionGS, preset
 from diffusiongs.system.io import export_model
@@ -190,3 +191,13 @@ def test_generate_mesh_writes_a_glb_next_to_the_ply(tmp_path, tiny_model):
     scene = trimesh.load(out / "mesh.glb", file_type="glb")
     faces = sum(len(g.faces) for g in scene.geometry.values())
     assert faces == meta["mesh"]["faces"]
+
+
+@pytest.mark.cuda
+def test_mesh_on_the_gpu_matches_the_cpu(sphere_mesh):
+    """gsplat renders and a fusion on the device against the numba renders and fusion on the CPU: the renders
+    agree to ~1e-5 (docs/BENCHMARKS.md), so the surfaces may differ only where a node's nearest pixel flips."""
+    on_gpu = extract_mesh(shell().to("cuda"), SMALL)
+    gpu_vertices, cpu_vertices = torch.from_numpy(on_gpu.vertices), torch.from_numpy(sphere_mesh.vertices)
+    assert chamfer_distance(gpu_vertices, cpu_vertices) < SMALL.spacing / 4
+    assert abs(on_gpu.num_faces - sphere_mesh.num_faces) < 0.05 * sphere_mesh.num_faces
