@@ -106,7 +106,7 @@ class DemoRunner:
     mesh_cfg: MeshConfig = field(default_factory=MeshConfig)
     turntable_rig: OrbitRig = field(default_factory=OrbitRig)
     """The video's orbit: the object is in [-1, 1]^3 whatever the model's own rig."""
-    _count: int = 0
+    _count: int = field(default=0, init=False, repr=False)
 
     def _new_folder(self, image: Path) -> Path:
         """The next free numbered folder (results of earlier runs in ``out_root`` are kept)."""
