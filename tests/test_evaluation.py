@@ -36,9 +36,11 @@ from diffusiongs.evaluation import (
     open_reader,
     write_report,
 )
+from diffusiongs.evaluation.runner import MESH_METRICS
 from diffusiongs.gaussians import Gaussians
 from diffusiongs.geometry import Cameras, ViewLayout
 from diffusiongs.geometry.camera import OrbitRig, look_at, orbit_cameras
+from diffusiongs.inference.mesh import MeshConfig
 from diffusiongs.metrics import psnr
 from diffusiongs.metrics import weights as lpips_weights
 from diffusiongs.metrics.lpips import LPIPSConfig, load_lpips
@@ -203,6 +205,44 @@ def test_a_perfect_prediction_scores_perfectly(dataset, tmp_path):
     summary = write_report(result, tmp_path)["metrics"]
     assert summary["psnr"] == "inf" and summary["chamfer"] == 0.0 and summary["geometry_items"] == 3
     assert {row["psnr"] for row in read_csv(tmp_path / "items.csv")} == {"inf"}
+
+
+def test_meshes_are_scored_beside_the_gaussians(dataset, tmp_path):
+    pytest.importorskip("skimage")
+    mesh = MeshConfig(resolution=40, views=12, image_size=64)
+
+    class CoarseOracle(Oracle):
+        """Gaussians on the surface samples, wide enough (0.03) to close the surface between them."""
+
+        def predict(self, case):
+            prediction = super().predict(case)
+            return replace(prediction, gaussians=replace(prediction.gaussians,
+                                                         scales=torch.full_like(prediction.gaussians.scales, 0.03)))
+
+    result = evaluate(CoarseOracle(), cases(dataset), None, GeometryConfig(), sheet_items=0, mesh=mesh)
+    for item in result.items:
+        # How close a mesh comes to its Gaussians is tested in test_mesh.py; here the scores must be those of a real
+        # mesh (the Gaussians' own are perfect by construction).
+        assert item.chamfer == 0.0 and 0 < item.mesh_chamfer < math.inf and item.mesh_faces > 0
+        assert item.mesh_seconds > 0
+    summary = write_report(result, tmp_path)["metrics"]
+    rows = read_csv(tmp_path / "items.csv")
+    assert summary["mesh_items"] == len(rows) == 3
+    for name in MESH_METRICS:
+        assert summary[name] == pytest.approx(np.mean([float(r[name]) for r in rows]), rel=1e-6)
+    report = (tmp_path / "report.md").read_text()
+    assert f"| mesh | 3 | {summary['mesh_chamfer']:.4f} | {summary['mesh_f_score']:.4f} |" in report
+
+
+def test_evaluate_cli_mesh_flag(dataset, model_dir, tmp_path, no_lpips_weights):
+    pytest.importorskip("skimage")
+    out = tmp_path / "report"
+    assert entrypoint(["evaluate", "--checkpoint", str(model_dir), "--data", str(dataset), "--out", str(out),
+                       "--steps", "1", "--no-progress", "--mesh", "--mesh-options.resolution", "16",
+                       "--mesh-options.views", "4", "--mesh-options.image-size", "32"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"]["mesh_items"] == 3 and summary["settings"]["mesh"].startswith("TSDF fusion of 4 renders")
+    assert {"mesh_chamfer", "mesh_faces", "mesh_seconds"} <= set(read_csv(out / "items.csv")[0])
 
 
 def test_geometry_weights_by_opacity_and_drops_faint_gaussians():

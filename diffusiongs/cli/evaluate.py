@@ -37,6 +37,7 @@ from diffusiongs.evaluation import (
 )
 from diffusiongs.evaluation.report import format_value, machine_info, method_label, utc_now
 from diffusiongs.geometry.layout import ViewLayout, ViewLayoutMode
+from diffusiongs.inference.mesh import MeshConfig, describe_mesh_config, require_mesh_extra
 from diffusiongs.inference.pipeline import Pipeline
 from diffusiongs.metrics.lpips import LPIPSConfig, load_lpips
 from diffusiongs.system.model import ModelConfig
@@ -65,6 +66,11 @@ class EvaluateArgs:
     """Seed of the initial noise, the same for every item."""
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
     """Chamfer / F-score settings."""
+    mesh: bool = False
+    """Also extract a mesh from each item's Gaussians (as `generate --mesh` does) and score its geometry beside the
+    Gaussians' (points drawn uniformly over its area; needs the `mesh` extra)."""
+    mesh_options: MeshConfig = field(default_factory=MeshConfig)
+    """How the meshes are extracted."""
     lpips: bool = True
     """Score LPIPS-VGG (reported as n/a when no weights are found)."""
     lpips_weights: Path | None = None
@@ -149,6 +155,8 @@ def _geometry_text(args: EvaluateArgs, has_gaussians: bool) -> str:
 def run(args: EvaluateArgs, command: str | None = None) -> tuple[EvalResult, dict]:
     """Evaluate as ``args`` say and write the report; returns the result and the summary JSON's content."""
     device = _device(args.device)
+    if args.mesh:
+        require_mesh_extra()
     pipeline = _load_pipeline(args, device)
     resolution = _resolution(args, pipeline)
     # A baseline without a model still builds the default rig (scenes take their noisy views from the targets).
@@ -163,8 +171,9 @@ def run(args: EvaluateArgs, command: str | None = None) -> tuple[EvalResult, dic
              if args.lpips else None)
     cases = iter_cases(reader, args.protocol, resolution, layout, num_noisy)
     geometry = args.geometry if args.protocol.domain == "object" else None
+    mesh = args.mesh_options if args.mesh and geometry is not None else None
     result = evaluate(predictor, cases, lpips, geometry, args.sheet_items, args.sheet_views, args.progress,
-                      total=case_count(reader, args.protocol))
+                      total=case_count(reader, args.protocol), mesh=mesh)
     machine = machine_info(device)
     sampler = ("none" if args.baseline else "one pass (deterministic model)" if pipeline.cfg.deterministic
                else f"{args.sampler}, {args.steps} steps, seed {args.seed}")
@@ -178,6 +187,8 @@ def run(args: EvaluateArgs, command: str | None = None) -> tuple[EvalResult, dic
         "sampler": sampler,
         "LPIPS": _lpips_text(args, lpips is not None),
         "geometry": "n/a (scenes)" if geometry is None else _geometry_text(args, args.baseline is None),
+        **({"mesh": f"{describe_mesh_config(mesh)}; scored with {args.geometry.max_points} points drawn uniformly "
+                    f"over its area (seed {args.geometry.seed})"} if mesh is not None else {}),
         "machine": f"{machine['device']}, {machine['cpu_count']} CPU cores, torch {machine['torch']}",
         "date": utc_now(),
     }
@@ -198,5 +209,8 @@ def main(argv: list[str]) -> int:
     print(f"{method_label(result.info)}: {metrics['items']} items scored, {metrics['skipped']} skipped; "
           f"PSNR {format_value(metrics['psnr'], 2)}, SSIM {format_value(metrics['ssim'], 4)}, "
           f"LPIPS {format_value(metrics['lpips'], 4)}, Chamfer {format_value(metrics['chamfer'], 4)}, "
-          f"F-score {format_value(metrics['f_score'], 4)}; report in {args.out}", file=sys.stdout)
+          f"F-score {format_value(metrics['f_score'], 4)}"
+          + (f"; mesh: Chamfer {format_value(metrics['mesh_chamfer'], 4)}, F-score "
+             f"{format_value(metrics['mesh_f_score'], 4)}" if metrics.get("mesh_items") else "")
+          + f"; report in {args.out}", file=sys.stdout)
     return 0 if metrics["items"] else 1

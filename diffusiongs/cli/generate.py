@@ -14,7 +14,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +26,7 @@ from diffusiongs.diffusion import SamplerConfig
 from diffusiongs.diffusion.samplers import SamplerName
 from diffusiongs.errors import InputError, InputWarning
 from diffusiongs.gaussians import UpAxis
+from diffusiongs.inference.mesh import MeshConfig, require_mesh_extra
 from diffusiongs.inference.outputs import OutputConfig, write_outputs
 from diffusiongs.inference.pipeline import DEFAULT_MODEL_DIR, ExportFilter, GenerateConfig, Pipeline
 from diffusiongs.inference.preprocess import PreprocessConfig
@@ -87,6 +88,10 @@ class GenerateArgs:
     """Frames per second of the turntable videos."""
     turntable_size: int | None = None
     """Side of the turntable frames in pixels (at least 16); default: the model's resolution."""
+    mesh: bool = False
+    """Also write mesh.glb, a coloured mesh fused from renders of the Gaussians (needs the `mesh` extra)."""
+    mesh_options: MeshConfig = field(default_factory=MeshConfig)
+    """How the mesh is extracted (docs/RESULTS.md measures the defaults)."""
     compile: bool = False
     """CUDA only: torch.compile the network with CUDA graphs (pays off when generating several images)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -125,6 +130,8 @@ def check_args(args: GenerateArgs) -> None:
     for ok, option, problem in checks:
         if not ok:
             raise InputError(f"{option}: {problem}")
+    if args.mesh:
+        require_mesh_extra()
 
 
 def check_output_folder(folder: Path) -> None:
@@ -201,7 +208,7 @@ def generate_config(args: GenerateArgs) -> GenerateConfig:
 
 def output_config(args: GenerateArgs) -> OutputConfig:
     return OutputConfig(up=args.up, turntable_seconds=args.turntable_seconds, turntable_fps=args.turntable_fps,
-                        turntable_size=args.turntable_size)
+                        turntable_size=args.turntable_size, mesh=args.mesh_options if args.mesh else None)
 
 
 def load_pipeline(args: GenerateArgs) -> tuple[Pipeline, float]:

@@ -15,6 +15,7 @@ from diffusiongs.errors import InputError, TrainingDiverged
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("diffusiongs.cli.generate", "images -> 3D Gaussians (.ply), turntable videos and views"),
+    "demo": ("diffusiongs.cli.demo", "web demo in the browser (gradio): image -> Gaussians, video, mesh"),
     "train": ("diffusiongs.cli.train", "train a model (single process or under torchrun)"),
     "data": ("diffusiongs.cli.data", "make datasets: `data synth` (procedural), `data render` (meshes)"),
     "evaluate": ("diffusiongs.cli.evaluate", "score a checkpoint on a dataset (PSNR/SSIM/LPIPS, geometry)"),

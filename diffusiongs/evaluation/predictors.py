@@ -43,7 +43,8 @@ class Predictor(Protocol):
     def predict(self, case: EvalCase) -> Prediction: ...
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so that wall-clock times are the work's."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -68,11 +69,11 @@ class ModelPredictor:
     @torch.no_grad()
     def predict(self, case: EvalCase) -> Prediction:
         pipeline = self.pipeline
-        _synchronize(pipeline.device)
+        synchronize(pipeline.device)
         start = time.perf_counter()
         gaussians, _ = pipeline.generate_from_condition(case.condition, case.rig.to(pipeline.device), self.generate_cfg,
                                                         is_object=case.domain == "object")
-        _synchronize(pipeline.device)
+        synchronize(pipeline.device)
         seconds = time.perf_counter() - start
         cameras = case.target_cameras.to(pipeline.device)
         renders = [pipeline.model.render(gaussians[None], cameras[i:i + RENDER_CHUNK].reshape(1, -1),

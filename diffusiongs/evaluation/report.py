@@ -22,7 +22,7 @@ import torch
 from jaxtyping import UInt8
 
 from diffusiongs.data.store import atomic_write_bytes
-from diffusiongs.evaluation.runner import GEOMETRY_METRICS, IMAGE_METRICS, EvalResult
+from diffusiongs.evaluation.runner import GEOMETRY_METRICS, IMAGE_METRICS, MESH_METRICS, EvalResult
 from diffusiongs.inference.media import image_row, write_image
 
 ITEMS_CSV = "items.csv"
@@ -39,6 +39,8 @@ DIGITS = {"psnr": 2, "ssim": 4, "lpips": 4, "fd_vgg": 2, "chamfer": 4, "f_score"
 """Decimals in the Markdown tables (the CSV and JSON keep full precision)."""
 
 TABLE_HEADERS = ["method", "items", "PSNR ↑", "SSIM ↑", "LPIPS ↓", "FD-VGG16 ↓", "Chamfer ↓", "F-score ↑", "s/item"]
+GEOMETRY_HEADERS = ["geometry of", "items", "Chamfer ↓", "F-score ↑", "precision ↑", "recall ↑", "s/item"]
+"""The table that sets the mesh's scores beside the Gaussians' (``evaluate --mesh``)."""
 
 
 def format_value(value: float | int | None, digits: int = 6) -> str:
@@ -108,12 +110,28 @@ def _csv_bytes(header: list[str], rows: list[list[str]]) -> bytes:
     return buffer.getvalue().encode()
 
 
+def _has_mesh(result: EvalResult) -> bool:
+    return any(i.mesh_chamfer is not None for i in result.items)
+
+
 def _items_csv(result: EvalResult) -> bytes:
     metrics = [*IMAGE_METRICS, *GEOMETRY_METRICS]
-    header = ["item_id", *metrics, "num_points", "seconds", "target_views"]
+    mesh_columns = [*MESH_METRICS, "mesh_faces", "mesh_seconds"] if _has_mesh(result) else []
+    header = ["item_id", *metrics, "num_points", "seconds", "target_views", *mesh_columns]
     rows = [[i.item_id, *(format_value(getattr(i, m), 8) for m in metrics), format_value(i.num_points),
-             format_value(i.seconds, 4), " ".join(map(str, i.target_views))] for i in result.items]
+             format_value(i.seconds, 4), " ".join(map(str, i.target_views)),
+             *(format_value(getattr(i, m), 8) for m in mesh_columns)] for i in result.items]
     return _csv_bytes(header, rows)
+
+
+def geometry_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """Rows under :data:`GEOMETRY_HEADERS`: the Gaussians' geometry scores and those of their meshes."""
+    def row(label: str, prefix: str, items: int, seconds: float | None) -> list[str]:
+        return [label, str(items), *(format_value(summary[f"{prefix}{m}"], 4) for m in GEOMETRY_METRICS),
+                format_value(seconds, 3)]
+
+    return [row("Gaussians (centres, opacity-weighted)", "", summary["geometry_items"], summary["seconds_median"]),
+            row("mesh", "mesh_", summary["mesh_items"], summary["mesh_seconds_median"])]
 
 
 def _views_csv(result: EvalResult) -> bytes:
@@ -158,6 +176,10 @@ def _markdown(result: EvalResult, summary: dict[str, Any], sheet: bool) -> str:
              "Image metrics are means over each item's target views, then over items; geometry over the "
              f"{summary['geometry_items']} items with surface samples and Gaussians; s/item is the median "
              "generation time.", ""]
+    if summary.get("mesh_items"):
+        parts += ["Geometry of the Gaussians and of the meshes extracted from them (s/item: sampling for the "
+                  "Gaussians, mesh extraction for the meshes; medians):", "",
+                  markdown_table(GEOMETRY_HEADERS, geometry_rows(summary)), ""]
     by_view = summary["psnr_by_view"]
     if by_view:
         parts += ["PSNR by target view:", "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,15 +16,25 @@ from torch import Tensor
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from diffusiongs.evaluation.predictors import Predictor
+from diffusiongs.evaluation.predictors import Predictor, synchronize
 from diffusiongs.evaluation.protocol import EvalCase, Skipped
-from diffusiongs.evaluation.scoring import GeometryConfig, geometry_scores, image_scores
+from diffusiongs.evaluation.scoring import (
+    GeometryConfig,
+    GeometryScores,
+    geometry_scores,
+    image_scores,
+    mesh_geometry_scores,
+)
+from diffusiongs.gaussians import Gaussians
+from diffusiongs.inference.mesh import MeshConfig, extract_mesh
 from diffusiongs.metrics.frechet import frechet_distance, vgg_embeddings
 
 log = logging.getLogger(__name__)
 
 IMAGE_METRICS = ("psnr", "ssim", "lpips")
 GEOMETRY_METRICS = ("chamfer", "f_score", "precision", "recall")
+MESH_METRICS = tuple(f"mesh_{name}" for name in GEOMETRY_METRICS)
+"""The same scores of the mesh extracted from the Gaussians (``evaluate --mesh``)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,14 @@ class ItemResult:
     """Generation time."""
     views: dict[str, list[float] | None]
     """``psnr``/``ssim``/``lpips`` of every target view."""
+    mesh_chamfer: float | None = None
+    """Mesh scores are None unless a mesh was extracted and the item has surface samples."""
+    mesh_f_score: float | None = None
+    mesh_precision: float | None = None
+    mesh_recall: float | None = None
+    mesh_faces: int | None = None
+    mesh_seconds: float | None = None
+    """Extraction time of the mesh (device synchronised)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +110,11 @@ class EvalResult:
                 else None
         out["geometry_items"] = sum(i.chamfer is not None for i in self.items)
         out["fd_vgg"] = self.fd_vgg()
+        meshed = [i for i in self.items if i.mesh_chamfer is not None]
+        if meshed:
+            out.update({name: _mean([getattr(i, name) for i in meshed]) for name in MESH_METRICS})
+            out["mesh_items"] = len(meshed)
+            out["mesh_seconds_median"] = statistics.median(i.mesh_seconds for i in meshed)
         seconds = [i.seconds for i in self.items]
         out["seconds_mean"] = _mean(seconds) if seconds else None
         out["seconds_median"] = statistics.median(seconds) if seconds else None
@@ -117,33 +141,54 @@ def sheet_indices(num_targets: int, count: int) -> list[int]:
     return sorted({round(k * (num_targets - 1) / max(count - 1, 1)) for k in range(count)})
 
 
+def _mesh_scores(gaussians: Gaussians, surface: Float[Tensor, "p 3"], geometry: GeometryConfig, mesh: MeshConfig
+                 ) -> tuple[GeometryScores, int, float]:
+    """Extract a mesh from the Gaussians and score it; returns the scores, its face count and the extraction time
+    (the mesh ends on the CPU, so the clock stops after the device's work)."""
+    synchronize(gaussians.device)
+    start = time.perf_counter()
+    extracted = extract_mesh(gaussians, mesh)
+    seconds = time.perf_counter() - start
+    return mesh_geometry_scores(extracted, surface, geometry), extracted.num_faces, seconds
+
+
 def score_case(case: EvalCase, predictor: Predictor, lpips: torch.nn.Module | None,
-               geometry: GeometryConfig | None) -> tuple[ItemResult, Float[Tensor, "t 3 h w"]]:
-    """Predict one case and score it; returns the result and the predicted target views (on the CPU)."""
+               geometry: GeometryConfig | None, mesh: MeshConfig | None = None
+               ) -> tuple[ItemResult, Float[Tensor, "t 3 h w"]]:
+    """Predict one case and score it; returns the result and the predicted target views (on the CPU).
+
+    With ``mesh`` (and geometry, surface samples and Gaussians) a mesh is extracted and scored as well."""
     prediction = predictor.predict(case)
     renders = prediction.renders.detach().float().cpu()
     images = image_scores(renders, case.targets, lpips)
     geo = None
+    mesh_extra: dict[str, float | int | None] = {}
     if geometry is not None and case.surface is not None and prediction.gaussians is not None:
         geo = geometry_scores(prediction.gaussians, case.surface, geometry)
+        if mesh is not None:
+            mesh_geo, faces, seconds = _mesh_scores(prediction.gaussians, case.surface, geometry, mesh)
+            mesh_extra = {"mesh_chamfer": mesh_geo.chamfer, "mesh_f_score": mesh_geo.f_score,
+                          "mesh_precision": mesh_geo.precision, "mesh_recall": mesh_geo.recall,
+                          "mesh_faces": faces, "mesh_seconds": seconds}
     result = ItemResult(
         item_id=case.item_id, target_views=case.target_views, psnr=_mean(images.psnr), ssim=_mean(images.ssim),
         lpips=None if images.lpips is None else _mean(images.lpips),
         chamfer=None if geo is None else geo.chamfer, f_score=None if geo is None else geo.f_score,
         precision=None if geo is None else geo.precision, recall=None if geo is None else geo.recall,
         num_points=None if geo is None else geo.num_points, seconds=prediction.seconds,
-        views={"psnr": images.psnr, "ssim": images.ssim, "lpips": images.lpips})
+        views={"psnr": images.psnr, "ssim": images.ssim, "lpips": images.lpips}, **mesh_extra)
     return result, renders
 
 
 def evaluate(predictor: Predictor, cases: Iterable[EvalCase | Skipped], lpips: torch.nn.Module | None = None,
              geometry: GeometryConfig | None = GeometryConfig(), sheet_items: int = 4, sheet_views: int = 5,
-             progress: bool = False, total: int | None = None) -> EvalResult:
+             progress: bool = False, total: int | None = None, mesh: MeshConfig | None = None) -> EvalResult:
     """Score every case; :class:`Skipped` entries are collected (their loader already logged them).
 
     Args:
         lpips: an LPIPS-VGG module (:func:`diffusiongs.metrics.load_lpips`), or None to report LPIPS as n/a.
         geometry: how to score geometry, or None to skip it.
+        mesh: also extract a mesh from the Gaussians and score its geometry (needs ``geometry``), or None.
         sheet_items, sheet_views: the first ``sheet_items`` scored items and ``sheet_views`` of their targets go
             to the contact sheet.
         progress, total: show a progress bar; ``total`` cases (:func:`~diffusiongs.evaluation.protocol.case_count`)
@@ -156,7 +201,7 @@ def evaluate(predictor: Predictor, cases: Iterable[EvalCase | Skipped], lpips: t
             if isinstance(case, Skipped):
                 result.skipped.append(case)
                 continue
-            item, renders = score_case(case, predictor, lpips, geometry)
+            item, renders = score_case(case, predictor, lpips, geometry, mesh)
             result.items.append(item)
             if lpips is not None:
                 result.embeddings["renders"].append(vgg_embeddings(lpips, renders))

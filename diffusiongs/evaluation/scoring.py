@@ -1,4 +1,5 @@
-"""Scores of one evaluated item: image metrics per target view, geometry of the predicted Gaussians."""
+"""Scores of one evaluated item: image metrics per target view, geometry of the predicted Gaussians (and of a mesh
+extracted from them)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from diffusiongs.gaussians import Gaussians
+from diffusiongs.inference.mesh import ColoredMesh, sample_mesh_points
 from diffusiongs.metrics import chamfer_distance, f_score, psnr, ssim
 from diffusiongs.metrics.geometry import DEFAULT_F_SCORE_THRESHOLD
 
@@ -50,7 +52,10 @@ class GeometryScores:
     precision: float
     recall: float
     num_points: int
-    """Gaussians that took part (after the opacity cut and the subset)."""
+    """Gaussians that took part (after the opacity cut and the subset), or points sampled on a mesh."""
+
+
+NOTHING_PREDICTED = GeometryScores(chamfer=math.inf, f_score=0.0, precision=0.0, recall=0.0, num_points=0)
 
 
 @torch.no_grad()
@@ -78,16 +83,33 @@ def geometry_scores(gaussians: Gaussians, surface: Float[Tensor, "p 3"], cfg: Ge
     keep = gaussians.opacities > cfg.min_opacity
     means, weights = gaussians.means[keep].float(), gaussians.opacities[keep].float()
     if len(means) == 0:
-        return GeometryScores(chamfer=math.inf, f_score=0.0, precision=0.0, recall=0.0, num_points=0)
+        return NOTHING_PREDICTED
     generator = torch.Generator().manual_seed(cfg.seed)
     chosen = _subset(len(means), cfg.max_points, generator)
     if chosen is not None:
         means, weights = means[chosen.to(means.device)], weights[chosen.to(means.device)]
-    surface = surface.to(means.device, torch.float32)
+    return _point_scores(means, weights, surface, cfg, generator)
+
+
+@torch.no_grad()
+def mesh_geometry_scores(mesh: ColoredMesh, surface: Float[Tensor, "p 3"], cfg: GeometryConfig) -> GeometryScores:
+    """``cfg.max_points`` points drawn uniformly over the mesh's area (seeded), all of weight 1, against the
+    surface samples, which are subset as in :func:`geometry_scores` (the same points when there are at most
+    ``max_points``). An empty mesh scores as nothing predicted: Chamfer inf, F-score 0."""
+    if mesh.num_faces == 0:
+        return NOTHING_PREDICTED
+    generator = torch.Generator().manual_seed(cfg.seed)
+    points = sample_mesh_points(mesh, cfg.max_points, generator)
+    return _point_scores(points, None, surface, cfg, generator)
+
+
+def _point_scores(points: Float[Tensor, "n 3"], weights: Float[Tensor, " n"] | None, surface: Float[Tensor, "p 3"],
+                  cfg: GeometryConfig, generator: torch.Generator) -> GeometryScores:
+    surface = surface.to(points.device, torch.float32)
     chosen = _subset(len(surface), cfg.max_points, generator)
     if chosen is not None:
         surface = surface[chosen.to(surface.device)]
-    fs = f_score(means, surface, cfg.f_score_threshold, pred_weights=weights)
-    return GeometryScores(chamfer=float(chamfer_distance(means, surface, pred_weights=weights)),
+    fs = f_score(points, surface, cfg.f_score_threshold, pred_weights=weights)
+    return GeometryScores(chamfer=float(chamfer_distance(points, surface, pred_weights=weights)),
                           f_score=float(fs.f_score), precision=float(fs.precision), recall=float(fs.recall),
-                          num_points=len(means))
+                          num_points=len(points))

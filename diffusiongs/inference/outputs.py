@@ -15,6 +15,7 @@ from diffusiongs.configio import config_to_dict, write_json_atomic
 from diffusiongs.diffusion import ProgressCallback
 from diffusiongs.gaussians import UpAxis, save_ply
 from diffusiongs.inference.media import image_row, to_uint8, turntable, write_image, write_video
+from diffusiongs.inference.mesh import MeshConfig, write_mesh
 from diffusiongs.inference.pipeline import GenerationResult, Pipeline
 
 
@@ -31,6 +32,8 @@ class OutputConfig:
     """Frames per second of the turntable videos."""
     turntable_size: int | None = None
     """Side of the turntable frames in pixels; None: the model's resolution."""
+    mesh: MeshConfig | None = None
+    """Also write ``mesh.glb``, a coloured mesh fused from renders of the Gaussians (the ``mesh`` extra)."""
 
     @property
     def turntable_frames(self) -> int:
@@ -67,6 +70,12 @@ def write_outputs(pipeline: Pipeline, result: GenerationResult, folder: str | Pa
         write_video(frames, folder / "turntable.gif", fps=cfg.turntable_fps)
         written += ["turntable.mp4", "turntable.gif"]
         timings["turntable_s"] = time.perf_counter() - start
+    mesh_faces = None
+    if cfg.mesh is not None:
+        start = time.perf_counter()
+        mesh_faces = write_mesh(result.gaussians.to(pipeline.device), folder / "mesh.glb", cfg.mesh).num_faces
+        written.append("mesh.glb")
+        timings["mesh_s"] = time.perf_counter() - start
     export = result.config.export
     meta = {
         "input": result.input,
@@ -81,6 +90,7 @@ def write_outputs(pipeline: Pipeline, result: GenerationResult, folder: str | Pa
             "up": cfg.up,
         },
         "num_gaussians": result.gaussians.num_gaussians,
+        "mesh": None if cfg.mesh is None else {**config_to_dict(cfg.mesh), "faces": mesh_faces},
         "files": written + ["meta.json"],
         "model": config_to_dict(pipeline.cfg),
         "timings": timings,

@@ -1,0 +1,112 @@
+"""The web demo without a browser: what one generation writes, its settings and errors, the splat viewer's copy of
+the Gaussians, and the one-line message when gradio is missing (the page itself: test_demo_browser.py)."""
+
+import importlib.util
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffusiongs.cli.main import entrypoint
+from diffusiongs.demo.runner import PLY_FILTER, VIEWER_SCALE, DemoRunner, DemoSettings, for_splat_viewer
+from diffusiongs.errors import InputError
+from diffusiongs.gaussians import Gaussians, load_ply
+from diffusiongs.inference.mesh import MeshConfig
+from diffusiongs.inference.pipeline import Pipeline
+from diffusiongs.render.projection import covariances
+from diffusiongs.system import DiffusionGS, preset
+from diffusiongs.system.io import export_model
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "images" / "checker_cube.png"
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory) -> DemoRunner:
+    torch.manual_seed(0)
+    model = DiffusionGS(preset("tiny"))
+    folder = export_model(tmp_path_factory.mktemp("model") / "tiny", model.cfg, model, torch.float16)
+    return DemoRunner(Pipeline.from_pretrained(folder, device="cpu"), tmp_path_factory.mktemp("results"), frames=4,
+                      mesh_cfg=MeshConfig(resolution=24, views=6, image_size=32, min_opacity=0.0))
+
+
+def test_one_generation_writes_what_the_page_shows(runner):
+    pytest.importorskip("skimage")
+    trimesh = pytest.importorskip("trimesh")
+    reports = []
+    out = runner.run(EXAMPLE, DemoSettings(steps=2, seed=1), lambda fraction, message: reports.append(fraction))
+    assert out.folder.parent == runner.out_root
+    with Image.open(out.condition) as condition:
+        assert condition.size == (runner.pipeline.cfg.resolution,) * 2
+    gaussians = load_ply(out.gaussians)
+    assert gaussians.num_gaussians > 0 and bool((gaussians.opacities > PLY_FILTER.min_opacity).all())
+    assert load_ply(out.viewer).num_gaussians == gaussians.num_gaussians
+    assert sum(1 for _ in iio.imiter(out.video, plugin="FFMPEG")) == 4
+    assert isinstance(trimesh.load(out.mesh, file_type="glb"), trimesh.Scene)
+    assert reports == sorted(reports) and reports[-1] == 1.0
+    assert out.summary.startswith(f"{gaussians.num_gaussians} Gaussians") and "ddim, 2 steps, seed 1" in out.summary
+
+
+def test_without_mesh_or_frames_nothing_more_is_written(runner):
+    quiet = DemoRunner(runner.pipeline, runner.out_root, frames=0)
+    out = quiet.run(EXAMPLE, DemoSettings(steps=1, mesh=False))
+    assert out.video is None and out.mesh is None
+    assert sorted(p.name for p in out.folder.iterdir()) == ["gaussians.ply", "input.png", "viewer"]
+
+
+@pytest.mark.parametrize("settings, message", [(DemoSettings(steps=0), "steps: 0"),
+                                               (DemoSettings(foreground_ratio=1.5), "foreground ratio: 1.5"),
+                                               (DemoSettings(seed=-1), "seed: -1")])
+def test_bad_settings_are_one_line_errors(runner, settings, message):
+    with pytest.raises(InputError, match=message):
+        runner.run(EXAMPLE, settings)
+
+
+def test_bad_upload_is_an_error_naming_the_file(runner, tmp_path):
+    bad = tmp_path / "holiday.png"
+    bad.write_text("not a picture")
+    with pytest.raises(InputError, match="holiday.png: not a readable image"):
+        runner.run(bad, DemoSettings(steps=1))
+
+
+def test_the_splat_viewers_copy_is_the_same_object_turned_upright_and_shrunk():
+    count = 50
+    generator = torch.Generator().manual_seed(0)
+    gaussians = Gaussians(means=torch.randn(count, 3, generator=generator),
+                          quats=torch.nn.functional.normalize(torch.randn(count, 4, generator=generator), dim=-1),
+                          scales=torch.rand(count, 3, generator=generator) + 0.1,
+                          opacities=torch.rand(count, generator=generator), colors=torch.rand(count, 3))
+    turned = for_splat_viewer(gaussians)
+    # (x, y, z) -> (x, -z, y): our up (+z) becomes the viewer's up (-y).
+    turn = torch.tensor([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
+    torch.testing.assert_close(turned.means, VIEWER_SCALE * gaussians.means @ turn.T)
+    expected = VIEWER_SCALE**2 * turn @ covariances(gaussians.quats, gaussians.scales) @ turn.T
+    torch.testing.assert_close(covariances(turned.quats, turned.scales), expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(turned.colors, gaussians.colors) and torch.equal(turned.opacities, gaussians.opacities)
+
+
+def test_demo_without_gradio_says_how_to_install_it(monkeypatch, capsys):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else find_spec(name, *a))
+    assert entrypoint(["demo"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "diffusiongs demo: error: the web demo needs gradio: pip install 'diffusiongs[demo]'"
+
+
+def test_page_errors_are_one_line_messages():
+    gr = pytest.importorskip("gradio")
+    from diffusiongs.demo.app import _guarded
+
+    def bad_input():
+        raise InputError("photo.png: not a readable image")
+
+    def bug():
+        raise np.linalg.LinAlgError("singular matrix")
+
+    with pytest.raises(gr.Error, match="photo.png: not a readable image"):
+        _guarded(bad_input)()
+    with pytest.raises(gr.Error, match="generation failed: LinAlgError: singular matrix"):
+        _guarded(bug)()
