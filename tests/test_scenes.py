@@ -36,7 +36,6 @@ from diffusiongs.system import DiffusionGS, preset
 from diffusiongs.system.io import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
-ROOM = ROOT / "examples" / "images" / "room.png"
 ROOM_CAMERAS = ROOT / "examples" / "cameras" / "room.txt"
 KEEP_ALL = ExportFilter(min_opacity=0.0, drop_clipped=False)
 
@@ -232,26 +231,21 @@ def test_generate_scene_from_python_with_a_trajectory_or_own_cameras(tmp_path, t
         write_outputs(pipeline, mine, tmp_path / "o", OutputConfig(up="y"))
 
 
-def test_shipped_model_makes_the_example_room_at_its_cameras_without_an_object_clip_box(tmp_path):
-    """The demo model's scene decoder on a procedural room (examples/images/room.png, its true camera path)."""
-    out = tmp_path / "room"
-    assert generate(ROOM, "--domain", "scene", "--cameras", ROOM_CAMERAS, "--frames", 0, 4, 8, 12, "--out", out,
-                    "--steps", 1, "--turntable-seconds", 0, "--min-opacity", 0, "--no-progress") == 0
-    meta = json.loads((out / "meta.json").read_text())
-    means = load_ply(out / "gaussians.ply").means
+def test_readme_scene_command_runs_the_shipped_model_without_an_object_clip_box(tmp_path):
+    """The README's scene command (fewer steps) on its procedural room: the demo model's scene decoder."""
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"<!-- scene-command -->\n```bash\ndiffusiongs generate (.*?) --out \S+\n```", readme)
+    args = [ROOT / a if a.startswith("examples/") else a for a in command.group(1).split()]
+    assert generate(*args, "--out", tmp_path, "--steps", 1, "--turntable-seconds", 0.1, "--min-opacity", 0,
+                    "--no-progress") == 0
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["domain"] == "scene" and "clip box" not in meta["export"]["rule"]
+    means = load_ply(tmp_path / "gaussians.ply").means
     assert means.shape[0] == 4 * 128 * 128
     # The object decoder (or the export filter's clip box) would keep every centre inside [-1, 1]^3.
     assert means.abs().amax() > 1.0
     cams = meta["scene_cameras"]
     assert_condition_gaussians_on_their_pixels(means, 0, cams["rig_c2w"][0], cams["rig_K"][0], 128)
-
-
-def test_readme_scene_command_runs_on_the_shipped_model(tmp_path):
-    readme = (ROOT / "README.md").read_text()
-    command = re.search(r"<!-- scene-command -->\n```bash\ndiffusiongs generate (.*?) --out \S+\n```", readme)
-    args = [ROOT / a if a.startswith("examples/") else a for a in command.group(1).split()]
-    assert generate(*args, "--out", tmp_path, "--steps", 1, "--turntable-seconds", 0.1, "--no-progress") == 0
-    assert json.loads((tmp_path / "meta.json").read_text())["domain"] == "scene"
 
 
 def test_readme_scene_python_snippet_runs_as_written(tmp_path, monkeypatch, capsys):
