@@ -184,8 +184,9 @@ def test_generate_mesh_writes_a_glb_next_to_the_ply(tmp_path, tiny_model):
     out = tmp_path / "out"
     image = ROOT / "examples" / "images" / "checker_cube.png"
     assert entrypoint(["generate", str(image), "--checkpoint", str(tiny_model), "--out", str(out), "--steps", "1",
-                       "--turntable-seconds", "0", "--mesh", "--mesh-options.resolution", "24", "--mesh-options.views", "6",
-                       "--mesh-options.image-size", "32", "--mesh-options.min-opacity", "0"]) == 0
+                       "--turntable-seconds", "0", "--mesh", "--mesh-options.resolution", "24",
+                       "--mesh-options.views", "6", "--mesh-options.image-size", "32",
+                       "--mesh-options.min-opacity", "0"]) == 0
     meta = json.loads((out / "meta.json").read_text())
     assert meta["mesh"]["resolution"] == 24 and "mesh_s" in meta["timings"]
     scene = trimesh.load(out / "mesh.glb", file_type="glb")

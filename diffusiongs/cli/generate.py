@@ -1,4 +1,5 @@
-"""``diffusiongs generate IMAGE...``: images -> gaussians.ply, turntable.mp4/.gif, views.png and meta.json each.
+"""``diffusiongs generate IMAGE...``: images -> gaussians.ply, turntable.mp4/.gif, views.png and meta.json each
+(scenes: flythrough.mp4/.gif instead of the turntable, cameras from a named trajectory or a camera file).
 
 The model is loaded once for all images. One image file writes into ``--out``; several images (or a folder) write
 one subfolder per image. An image that cannot be used is reported in one line and skipped; the exit code is 0 when
@@ -16,20 +17,22 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import tyro
 from tqdm import tqdm
 
+from diffusiongs.data.types import Domain
 from diffusiongs.diffusion import SamplerConfig
 from diffusiongs.diffusion.samplers import SamplerName
 from diffusiongs.errors import InputError, InputWarning
 from diffusiongs.gaussians import UpAxis
 from diffusiongs.inference.mesh import MeshConfig, require_mesh_extra
-from diffusiongs.inference.outputs import OutputConfig, write_outputs
+from diffusiongs.inference.outputs import OutputConfig, check_up_axis, write_outputs
 from diffusiongs.inference.pipeline import DEFAULT_MODEL_DIR, ExportFilter, GenerateConfig, Pipeline
 from diffusiongs.inference.preprocess import PreprocessConfig
+from diffusiongs.inference.scene import SceneCameraConfig, check_scene_config, rig_frames
 from diffusiongs.inference.segment import SegmenterName
 
 PROG = "diffusiongs generate"
@@ -61,6 +64,11 @@ class GenerateArgs:
     sampler: SamplerName = "ddim"
     """ddim (paper), ddpm (official code) or dpmpp2m (fewer steps)."""
     seed: int = 0
+    domain: Literal["auto", "object", "scene"] = "auto"
+    """What to generate: object or scene (a photo of a room: used whole, at the cameras of --trajectory or
+    --cameras, docs/scenes.md); auto: objects with a model that has an object decoder, scenes with a scene-only
+    model."""
+    scene: Annotated[SceneCameraConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=SceneCameraConfig)
     elevation: float | None = None
     """Elevation of the input view in degrees, in (-90, 90); default: the model's camera rig."""
     foreground_ratio: float = PreprocessConfig.foreground_ratio
@@ -81,9 +89,10 @@ class GenerateArgs:
     crop: float | None = None
     """Pruning of the PLY: also drop Gaussians outside [-crop, crop]^3 (official exporter: 0.91)."""
     up: UpAxis = "z"
-    """Up axis of the PLY: z (this package's world) or y (rotated -90 degrees about x, as most viewers expect)."""
+    """Up axis of the PLY: z (this package's world) or y (rotated -90 degrees about x, as most viewers expect).
+    Objects only: scene PLYs are written in the scene world (y down)."""
     turntable_seconds: float = OutputConfig.turntable_seconds
-    """Length of the turntable videos (one full turn); 0 writes no videos."""
+    """Length of the turntable videos (one full turn; scenes: the fly-through loop); 0 writes no videos."""
     turntable_fps: int = OutputConfig.turntable_fps
     """Frames per second of the turntable videos."""
     turntable_size: int | None = None
@@ -132,6 +141,7 @@ def check_args(args: GenerateArgs) -> None:
             raise InputError(f"{option}: {problem}")
     if args.mesh:
         require_mesh_extra()
+    check_scene_config(args.scene)
 
 
 def check_output_folder(folder: Path) -> None:
@@ -216,13 +226,26 @@ def load_pipeline(args: GenerateArgs) -> tuple[Pipeline, float]:
     pipeline = Pipeline.from_pretrained(args.checkpoint, device=resolve_device(args.device),
                                         camera_template=args.camera_template, compile=args.compile,
                                         official_config=args.config)
-    if "object" not in pipeline.cfg.denoiser.decoders:
-        raise InputError(f"{args.checkpoint}: a scene-only model; `generate` makes objects from one image "
-                         "(scene models need target cameras: use diffusiongs.inference.Pipeline from Python)")
     if args.steps > pipeline.schedule.num_timesteps:
         raise InputError(f"--steps: must be at most {pipeline.schedule.num_timesteps} (the model's noise schedule), "
                          f"got {args.steps}")
     return pipeline, time.perf_counter() - start
+
+
+def resolve_domain(args: GenerateArgs, pipeline: Pipeline) -> Domain:
+    """``--domain`` with auto decided by the model's decoders; a domain the model lacks, or scene options with
+    objects, is an InputError."""
+    decoders = pipeline.cfg.denoiser.decoders
+    domain = args.domain if args.domain != "auto" else ("object" if "object" in decoders else "scene")
+    if domain not in decoders:
+        raise InputError(f"--domain {domain}: {args.checkpoint} has no {domain} decoder (it has {list(decoders)})")
+    if domain == "object" and args.scene.cameras is not None:
+        raise InputError(f"--cameras: camera files are for scenes, and {args.checkpoint} makes objects by default "
+                         "(add --domain scene)")
+    check_up_axis(args.up, domain)
+    if domain == "scene" and args.scene.cameras is not None:
+        rig_frames(args.scene, pipeline.cfg.num_noisy_views)
+    return domain
 
 
 def _advance(bar: tqdm):
@@ -240,14 +263,19 @@ def _bar(total: int, desc: str, unit: str, enabled: bool) -> tqdm:
                 dynamic_ncols=True)
 
 
-def run_job(pipeline: Pipeline, job: Job, args: GenerateArgs, label: str, load_s: float) -> dict:
+def run_job(pipeline: Pipeline, job: Job, args: GenerateArgs, label: str, load_s: float,
+            domain: Domain = "object") -> dict:
     """Generate one image and write its files; returns its meta.json."""
     outputs = output_config(args)
     steps = 1 if pipeline.cfg.deterministic else args.steps
     with _bar(steps, f"{label}sampling", "step", args.progress) as bar:
-        result = pipeline(job.image, generate_config(args), progress=_advance(bar))
+        if domain == "scene":
+            result = pipeline.generate_scene(job.image, args.scene, generate_config(args), progress=_advance(bar))
+        else:
+            result = pipeline(job.image, generate_config(args), progress=_advance(bar))
     result = replace(result, timings={"load_model_s": load_s, **result.timings})
-    with _bar(outputs.turntable_frames, f"{label}turntable", "frame", args.progress) as bar:
+    video = "flythrough" if domain == "scene" else "turntable"
+    with _bar(outputs.turntable_frames, f"{label}{video}", "frame", args.progress) as bar:
         return write_outputs(pipeline, result, job.out, outputs, progress=_advance(bar))
 
 
@@ -273,8 +301,10 @@ def _one_line_warnings() -> Iterator[None]:
 
 def _summary(job: Job, meta: dict) -> str:
     export = meta["export"]
+    how = (f"scene at the cameras of the {meta['scene_cameras']['source']}" if meta["domain"] == "scene"
+           else f"mask from {meta['foreground']}")
     return (f"wrote {job.out}/: {', '.join(meta['files'])} ({export['num_written']} of {export['num_predicted']} "
-            f"Gaussians kept; mask from {meta['foreground']}) in {sum(meta['timings'].values()):.1f} s")
+            f"Gaussians kept; {how}) in {sum(meta['timings'].values()):.1f} s")
 
 
 def main(argv: list[str]) -> int:
@@ -288,13 +318,14 @@ def main(argv: list[str]) -> int:
     for problem in problems:
         _say(f"{PROG}: skipped {problem}", error=True)
     pipeline, load_s = load_pipeline(args)
+    domain = resolve_domain(args, pipeline)
     done = 0
     with _one_line_warnings():
         for index, job in enumerate(jobs):
             label = "" if single else f"[{index + 1}/{len(jobs)}] {job.image.name}: "
             try:
                 check_output_folder(job.out)
-                meta = run_job(pipeline, job, args, label, load_s)
+                meta = run_job(pipeline, job, args, label, load_s, domain)
             except InputError as err:
                 if single:
                     raise

@@ -42,6 +42,21 @@ def condition_azimuth_frame(c2w: Float[Tensor, "view 4 4"]) -> Float[Tensor, "vi
     return transform_world(c2w, rotation, torch.zeros(3, dtype=c2w.dtype), 1.0)
 
 
+def scene_world_transform(c2w: Float[Tensor, "view 4 4"], scale_factor: float = SCENE_SCALE_FACTOR
+                          ) -> tuple[Float[Tensor, "3 3"], Float[Tensor, " 3"], float]:
+    """The similarity transform of :func:`normalize_scene_cameras` as ``(rotation, translation, scale)`` for
+    :func:`transform_world` (float64), so that more cameras (a fly-through path) can be moved into the same frame."""
+    c2w = c2w.double()
+    center = c2w[:, :3, 3].mean(0)
+    forward = torch.nn.functional.normalize(c2w[:, :3, 2].mean(0), dim=0)
+    right = torch.nn.functional.normalize(torch.linalg.cross(c2w[:, :3, 1].mean(0), forward, dim=0), dim=0)
+    down = torch.linalg.cross(forward, right, dim=0)
+    mean_rotation = torch.stack([right, down, forward], dim=1)
+    rotation, translation = mean_rotation.T, -mean_rotation.T @ center
+    extent = float(((rotation @ c2w[:, :3, 3:])[..., 0] + translation).abs().max())
+    return rotation, translation, 1.0 / (scale_factor * extent) if extent > 0 else 1.0
+
+
 def normalize_scene_cameras(c2w: Float[Tensor, "view 4 4"], scale_factor: float = SCENE_SCALE_FACTOR
                             ) -> tuple[Float[Tensor, "view 4 4"], float]:
     """Re-centre on the mean camera and rescale; returns the cameras and the scale applied to world lengths
@@ -50,17 +65,8 @@ def normalize_scene_cameras(c2w: Float[Tensor, "view 4 4"], scale_factor: float 
     The mean camera sits at the mean centre, looks along the mean forward axis, and has its down axis
     re-orthogonalised from the mean down axis.
     """
-    c2w = c2w.double()
-    center = c2w[:, :3, 3].mean(0)
-    forward = torch.nn.functional.normalize(c2w[:, :3, 2].mean(0), dim=0)
-    right = torch.nn.functional.normalize(torch.linalg.cross(c2w[:, :3, 1].mean(0), forward, dim=0), dim=0)
-    down = torch.linalg.cross(forward, right, dim=0)
-    mean_rotation = torch.stack([right, down, forward], dim=1)
-    world = transform_world(c2w, mean_rotation.T, -mean_rotation.T @ center, 1.0)
-    extent = float(world[:, :3, 3].abs().max())
-    scale = 1.0 / (scale_factor * extent) if extent > 0 else 1.0
-    world[:, :3, 3] *= scale
-    return world.float(), scale
+    rotation, translation, scale = scene_world_transform(c2w, scale_factor)
+    return transform_world(c2w.double(), rotation, translation, scale).float(), scale
 
 
 def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:

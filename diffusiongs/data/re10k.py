@@ -8,6 +8,9 @@
 * **processed json** (official ``process_data.py``): ``full_list.txt`` lists ``metadata/<scene>.json`` files of
   ``{"scene_name", "frames": [{"image_path", "fxfycxcy" (pixels), "w2c" (4x4, OpenCV)}]}``.
 
+* **camera text files** (the dataset's own ``<clip>.txt``): the video URL, then ``timestamp`` and a camera row per
+  line (:func:`read_camera_file`; ``diffusiongs generate --cameras`` reads them, docs/scenes.md).
+
 Both readers re-centre and rescale the whole clip's cameras (:func:`normalize_scene_cameras`); the training dataset
 normalises the chosen frames again, as the official loader does.
 """
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from jaxtyping import Float
 
 from diffusiongs.data.images import image_size
 from diffusiongs.data.scenes import load_scene_views, scene_cameras
@@ -31,6 +35,96 @@ from diffusiongs.errors import InputError
 from diffusiongs.geometry.camera import Cameras
 
 log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------- camera rows
+
+ROW_VALUES = 18
+"""Values of a RealEstate10K camera row: ``fx fy cx cy`` as fractions of the image width/height, two unused values,
+then the 3x4 world-to-camera matrix row by row (OpenCV)."""
+ROTATION_TOLERANCE = 1e-3
+"""Largest entry of ``R R^T - I`` accepted for a world-to-camera rotation read from text (values printed with a few
+decimals are not exactly orthonormal)."""
+
+
+def camera_rows_to_w2c_K(rows: Float[np.ndarray, "n 18"], width: int, height: int
+                         ) -> tuple[Float[np.ndarray, "n 4 4"], Float[np.ndarray, "n 3 3"]]:
+    """World-to-camera matrices and pixel intrinsics of RealEstate10K camera rows, for images of ``width`` x
+    ``height`` pixels."""
+    rows = np.asarray(rows, dtype=np.float64)
+    w2c = np.tile(np.eye(4), (len(rows), 1, 1))
+    w2c[:, :3] = rows[:, 6:].reshape(-1, 3, 4)
+    K = np.zeros((len(rows), 3, 3))
+    K[:, 0, 0], K[:, 1, 1] = rows[:, 0] * width, rows[:, 1] * height
+    K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = rows[:, 2] * width, rows[:, 3] * height, 1.0
+    return w2c, K
+
+
+def read_camera_file(path: Path) -> tuple[Float[np.ndarray, " n"], Float[np.ndarray, "n 18"]]:
+    """Timestamps and camera rows of a RealEstate10K camera text file (docs/scenes.md).
+
+    The file is the dataset's own per-clip format: an optional first line with the video's URL, then one line per
+    frame, ``timestamp fx fy cx cy 0 0`` followed by the 12 values of the 3x4 world-to-camera matrix row by row.
+    Blank lines and lines starting with ``#`` are skipped.
+
+    Raises:
+        InputError: naming the file and line of the first problem.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        problem = "file not found" if isinstance(err, FileNotFoundError) else f"cannot read the camera file ({err})"
+        raise InputError(f"{path}: {problem}") from None
+    entries = [_camera_row(line.strip(), f"{path}:{number}") for number, line in enumerate(lines, start=1)
+               if line.strip() and not line.strip().startswith("#") and not (number == 1 and "://" in line)]
+    if not entries:
+        raise InputError(f"{path}: no camera lines (expected `timestamp fx fy cx cy 0 0` and a 3x4 world-to-camera "
+                         "matrix per line)")
+    values = np.stack(entries)
+    return values[:, 0], values[:, 1:]
+
+
+def write_camera_file(path: Path, cameras: Cameras, timestamps: Sequence[int] | None = None,
+                      header: str | None = None) -> Path:
+    """Write cameras (batch shape ``[n]``) as a RealEstate10K camera text file that :func:`read_camera_file` reads
+    back: intrinsics as fractions of ``cameras.width``/``height``, world-to-camera rows with 9 significant digits
+    (float32 values come back exactly). ``timestamps`` default to the frame numbers; ``header`` is the first line
+    (RealEstate10K: the video's URL)."""
+    path = Path(path)
+    K, w2c = cameras.K.double(), cameras.w2c().double()
+    intrinsics = torch.stack([K[:, 0, 0] / cameras.width, K[:, 1, 1] / cameras.height, K[:, 0, 2] / cameras.width,
+                              K[:, 1, 2] / cameras.height], -1)
+    stamps = range(len(K)) if timestamps is None else timestamps
+    lines = [header] if header is not None else []
+    for stamp, fxfycxcy, matrix in zip(stamps, intrinsics.tolist(), w2c[:, :3].reshape(-1, 12).tolist()):
+        lines.append(" ".join([str(int(stamp)), *(f"{v:.9g}" for v in fxfycxcy), "0", "0",
+                               *(f"{v:.9g}" for v in matrix)]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _camera_row(text: str, where: str) -> np.ndarray:
+    """One line of a camera file as ``[timestamp, *row]``, checked."""
+    fields = text.split()
+    if len(fields) != 1 + ROW_VALUES:
+        raise InputError(f"{where}: expected {1 + ROW_VALUES} numbers (timestamp, fx fy cx cy, 2 unused values, the "
+                         f"3x4 world-to-camera matrix row by row), got {len(fields)}")
+    try:
+        values = np.array([float(field) for field in fields])
+    except ValueError as err:
+        raise InputError(f"{where}: not a number ({err})") from None
+    if not np.isfinite(values).all():
+        raise InputError(f"{where}: values must be finite")
+    if values[1] <= 0 or values[2] <= 0:
+        raise InputError(f"{where}: focal lengths fx, fy must be > 0 (fractions of the image width and height), "
+                         f"got {values[1]:g}, {values[2]:g}")
+    rotation = values[7:].reshape(3, 4)[:, :3]
+    if np.abs(rotation @ rotation.T - np.eye(3)).max() > ROTATION_TOLERANCE or np.linalg.det(rotation) < 0:
+        raise InputError(f"{where}: the world-to-camera matrix's 3x3 part is not a rotation (orthonormal, "
+                         "determinant +1)")
+    return values
 
 
 # ----------------------------------------------------------------------------------------------- .torch chunks
@@ -102,16 +196,11 @@ class Re10kChunkReader:
             entry = self._entry(index)
             label = f"{self.scenes[index].chunk}:{self.scenes[index].key}"
             rows = np.asarray(entry["cameras"], dtype=np.float64)
-            if rows.ndim != 2 or rows.shape[1] != 18 or len(rows) != len(entry["images"]) or len(rows) == 0:
-                raise InputError(f"{label}: expected cameras [n, 18] matching {len(entry['images'])} images, got "
-                                 f"{rows.shape}")
+            if rows.ndim != 2 or rows.shape[1] != ROW_VALUES or len(rows) != len(entry["images"]) or len(rows) == 0:
+                raise InputError(f"{label}: expected cameras [n, {ROW_VALUES}] matching {len(entry['images'])} "
+                                 f"images, got {rows.shape}")
             width, height = image_size(_jpeg_bytes(entry["images"][0]), label)
-            w2c = np.tile(np.eye(4), (len(rows), 1, 1))
-            w2c[:, :3] = rows[:, 6:].reshape(-1, 3, 4)
-            K = np.zeros((len(rows), 3, 3))
-            K[:, 0, 0], K[:, 1, 1] = rows[:, 0] * width, rows[:, 1] * height
-            K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = rows[:, 2] * width, rows[:, 3] * height, 1.0
-            self._cameras[index] = scene_cameras(w2c, K, width, height)
+            self._cameras[index] = scene_cameras(*camera_rows_to_w2c_K(rows, width, height), width, height)
         return self._cameras[index]
 
     def load(self, index: int, views: Sequence[int] | None = None) -> MultiViewExample:

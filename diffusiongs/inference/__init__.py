@@ -4,13 +4,15 @@
     pipeline = Pipeline.from_pretrained()          # the shipped demo model, or a model folder / official .ckpt
     result = pipeline("photo.png")                 # or a PIL image, or an HxWx3/HxWx4 array
     write_outputs(pipeline, result, "outputs/photo")
+    scene = pipeline.generate_scene("room.jpg", SceneCameraConfig(trajectory="orbit"))   # scene models
 
 Modules:
     preprocess  reading inputs (paths, PIL images, arrays), EXIF orientation, framing the object
     segment     background removal for RGB inputs (u2netp through onnxruntime, or a border-colour fill)
     pipeline    the Pipeline: sampling, the export filter
-    media       turntable renders, videos, image rows
-    outputs     gaussians.ply, views.png, turntable.mp4/.gif and meta.json of one generation
+    scene       scene cameras: named trajectories, RealEstate10K camera files, the scene frame, the fly-through path
+    media       turntable and fly-through renders, videos, image rows
+    outputs     gaussians.ply, views.png, turntable.mp4/.gif (scenes: flythrough.mp4/.gif) and meta.json
 """
 
 from diffusiongs.diffusion import ProgressCallback, SamplerConfig
@@ -23,9 +25,10 @@ from diffusiongs.inference.pipeline import (
     Pipeline,
 )
 from diffusiongs.inference.preprocess import ConditionImage, ImageInput, PreprocessConfig, prepare_condition_image
+from diffusiongs.inference.scene import SceneCameraConfig, ScenePath
 
 __all__ = [
     "DEFAULT_MODEL_DIR", "ConditionImage", "ExportFilter", "GenerateConfig", "GenerationResult", "ImageInput",
-    "OutputConfig", "Pipeline", "PreprocessConfig", "ProgressCallback", "SamplerConfig", "prepare_condition_image",
-    "write_outputs",
+    "OutputConfig", "Pipeline", "PreprocessConfig", "ProgressCallback", "SamplerConfig", "SceneCameraConfig",
+    "ScenePath", "prepare_condition_image", "write_outputs",
 ]

@@ -1,4 +1,4 @@
-"""Turntable videos and image grids of generated Gaussians (no model code here)."""
+"""Turntable and fly-through videos and image grids of generated Gaussians (no model code here)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import Tensor
 
 from diffusiongs.diffusion import ProgressCallback
 from diffusiongs.gaussians import Gaussians
-from diffusiongs.geometry import OrbitRig
+from diffusiongs.geometry import Cameras, OrbitRig
 from diffusiongs.render import RenderConfig, render
 
 VIDEO_FPS = 24
@@ -24,13 +24,22 @@ def to_uint8(images: Float[Tensor, "n 3 h w"]) -> UInt8[np.ndarray, "n h w 3"]:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-@torch.no_grad()
 def turntable(gaussians: Gaussians, rig: OrbitRig, num_frames: int, resolution: int,
               background: tuple[float, float, float] = (1.0, 1.0, 1.0), render_cfg: RenderConfig = RenderConfig(),
               chunk: int = 8, progress: ProgressCallback | None = None) -> Float[Tensor, "n 3 h w"]:
     """Render unbatched Gaussians from ``num_frames`` cameras evenly spaced around the rig's circle;
     ``progress(frames done, num_frames)`` after every chunk."""
-    cameras = rig.cameras(num_frames, resolution).to(gaussians.device)
+    return render_frames(gaussians, rig.cameras(num_frames, resolution), background, render_cfg, chunk, progress)
+
+
+@torch.no_grad()
+def render_frames(gaussians: Gaussians, cameras: Cameras, background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                  render_cfg: RenderConfig = RenderConfig(), chunk: int = 8, progress: ProgressCallback | None = None
+                  ) -> Float[Tensor, "n 3 h w"]:
+    """Render unbatched Gaussians at a sequence of cameras (batch shape ``[n]``), ``chunk`` at a time;
+    ``progress(frames done, n)`` after every chunk. Returns the frames on the CPU."""
+    cameras = cameras.to(gaussians.device)
+    num_frames = cameras.batch_shape[0]
     bg = torch.tensor(background, device=gaussians.device)
     frames = []
     for start in range(0, num_frames, chunk):

@@ -1,4 +1,5 @@
-"""One generation's files: ``gaussians.ply``, ``views.png``, ``turntable.mp4``/``.gif`` and ``meta.json``."""
+"""One generation's files: ``gaussians.ply``, ``views.png``, ``turntable.mp4``/``.gif`` (objects) or
+``flythrough.mp4``/``.gif`` (scenes), and ``meta.json``."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import torch
 
 from diffusiongs import __version__
 from diffusiongs.configio import config_to_dict, write_json_atomic
+from diffusiongs.data.types import Domain
 from diffusiongs.diffusion import ProgressCallback
+from diffusiongs.errors import InputError
 from diffusiongs.gaussians import UpAxis, save_ply
-from diffusiongs.inference.media import image_row, to_uint8, turntable, write_image, write_video
+from diffusiongs.inference.media import image_row, render_frames, to_uint8, turntable, write_image, write_video
 from diffusiongs.inference.mesh import MeshConfig, write_mesh
 from diffusiongs.inference.pipeline import GenerationResult, Pipeline
 
@@ -25,19 +28,27 @@ class OutputConfig:
 
     up: UpAxis = "z"
     """Up axis of the written PLY: ``z`` (this package's world) or ``y`` (rotated -90 degrees about x, the frame
-    most 3DGS viewers expect). Renders and videos do not depend on it."""
+    most 3DGS viewers expect). Renders and videos do not depend on it. Objects only: scene PLYs are written in the
+    scene world (docs/scenes.md)."""
     turntable_seconds: float = 1.5
-    """Length of one turn of the turntable videos; 0 writes no videos."""
+    """Length of one turn of the turntable videos (scenes: of the fly-through loop); 0 writes no videos."""
     turntable_fps: int = 24
-    """Frames per second of the turntable videos."""
+    """Frames per second of the turntable (scenes: fly-through) videos."""
     turntable_size: int | None = None
-    """Side of the turntable frames in pixels; None: the model's resolution."""
+    """Side of the turntable (scenes: fly-through) frames in pixels; None: the model's resolution."""
     mesh: MeshConfig | None = None
     """Also write ``mesh.glb``, a coloured mesh fused from renders of the Gaussians (the ``mesh`` extra)."""
 
     @property
     def turntable_frames(self) -> int:
         return round(self.turntable_seconds * self.turntable_fps)
+
+
+def check_up_axis(up: UpAxis, domain: Domain) -> None:
+    """Scene PLYs stay in the scene world: rotating them for an object's up axis would tilt the room."""
+    if domain == "scene" and up != "z":
+        raise InputError(f"--up {up}: applies to objects; a scene's PLY is written in its scene world (y down, "
+                         "OpenCV), see docs/scenes.md")
 
 
 def render_turntable(pipeline: Pipeline, result: GenerationResult, cfg: OutputConfig,
@@ -52,24 +63,38 @@ def render_turntable(pipeline: Pipeline, result: GenerationResult, cfg: OutputCo
                      pipeline.render_cfg, progress=progress)
 
 
+def render_fly_through(pipeline: Pipeline, result: GenerationResult, cfg: OutputConfig,
+                       progress: ProgressCallback | None = None) -> torch.Tensor:
+    """The exported scene Gaussians rendered along the scene's camera path, past the denoised views and back
+    (:meth:`ScenePath.fly_through`), ``[n, 3, s, s]`` in [0, 1]."""
+    size = cfg.turntable_size or pipeline.cfg.resolution
+    cameras = result.path.fly_through(cfg.turntable_frames).resized(size, size)
+    return render_frames(result.gaussians.to(pipeline.device), cameras, pipeline.cfg.background, pipeline.render_cfg,
+                         progress=progress)
+
+
 def write_outputs(pipeline: Pipeline, result: GenerationResult, folder: str | Path, cfg: OutputConfig = OutputConfig(),
                   progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Write one generation into ``folder`` (created if needed; files of an earlier run are replaced).
 
     ``progress(frames done, frames)`` follows the turntable rendering. Returns what ``meta.json`` holds.
     """
+    check_up_axis(cfg.up, result.domain)
+    scene = result.domain == "scene"
     folder = Path(folder)
     timings = dict(result.timings)
     save_ply(result.gaussians, folder / "gaussians.ply", up=cfg.up)
     write_image(image_row(torch.cat([result.condition.rgb[None], result.views])), folder / "views.png")
     written = ["gaussians.ply", "views.png"]
     if cfg.turntable_frames > 0:
+        video = "flythrough" if scene else "turntable"
         start = time.perf_counter()
-        frames = to_uint8(render_turntable(pipeline, result, cfg, progress))
-        write_video(frames, folder / "turntable.mp4", fps=cfg.turntable_fps)
-        write_video(frames, folder / "turntable.gif", fps=cfg.turntable_fps)
-        written += ["turntable.mp4", "turntable.gif"]
-        timings["turntable_s"] = time.perf_counter() - start
+        render_video = render_fly_through if scene else render_turntable
+        frames = to_uint8(render_video(pipeline, result, cfg, progress))
+        write_video(frames, folder / f"{video}.mp4", fps=cfg.turntable_fps)
+        write_video(frames, folder / f"{video}.gif", fps=cfg.turntable_fps)
+        written += [f"{video}.mp4", f"{video}.gif"]
+        timings[f"{video}_s"] = time.perf_counter() - start
     mesh_faces = None
     if cfg.mesh is not None:
         start = time.perf_counter()
@@ -79,6 +104,7 @@ def write_outputs(pipeline: Pipeline, result: GenerationResult, folder: str | Pa
     export = result.config.export
     meta = {
         "input": result.input,
+        "domain": result.domain,
         "foreground": result.condition.foreground,
         "checkpoint": pipeline.source,
         "generate": config_to_dict(result.config),
@@ -86,11 +112,12 @@ def write_outputs(pipeline: Pipeline, result: GenerationResult, folder: str | Pa
         "export": {
             "num_predicted": result.num_raw_gaussians,
             "num_written": result.gaussians.num_gaussians,
-            "rule": export.describe(pipeline.cfg.object_decode.clip_box),
-            "up": cfg.up,
+            "rule": export.describe(pipeline.clip_box(result.domain)),
+            "up": "-y (the scene world)" if scene else cfg.up,
         },
         "num_gaussians": result.gaussians.num_gaussians,
         "mesh": None if cfg.mesh is None else {**config_to_dict(cfg.mesh), "faces": mesh_faces},
+        **({"scene_cameras": result.path.describe()} if scene else {}),
         "files": written + ["meta.json"],
         "model": config_to_dict(pipeline.cfg),
         "timings": timings,

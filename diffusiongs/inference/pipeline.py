@@ -1,7 +1,9 @@
-"""Image -> 3D Gaussians: ``Pipeline.from_pretrained(folder)(image)``.
+"""Image -> 3D Gaussians: ``Pipeline.from_pretrained(folder)(image)`` for objects,
+``Pipeline.generate_scene(image, cameras)`` for scenes.
 
-The reverse process runs on the N noisy views of the model's camera rig; at every step the predicted Gaussians
-are rendered at those views to give x0_hat. The Gaussians of the last step are the result.
+The reverse process runs on the N noisy views of the model's camera rig (objects) or of the given scene cameras
+(scenes); at every step the predicted Gaussians are rendered at those views to give x0_hat. The Gaussians of the last
+step are the result.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from diffusiongs.data.types import Domain
 from diffusiongs.diffusion import NoiseSchedule, ProgressCallback, SamplerConfig, make_sampler, run_reverse_process
 from diffusiongs.errors import InputError
 from diffusiongs.gaussians import Gaussians
@@ -24,7 +27,9 @@ from diffusiongs.inference.preprocess import (
     PreprocessConfig,
     input_name,
     prepare_condition_image,
+    read_rgba,
 )
+from diffusiongs.inference.scene import SceneCameraConfig, ScenePath, check_scene_config, scene_path, square_scene_view
 from diffusiongs.render import RenderConfig
 from diffusiongs.system import io as model_io
 from diffusiongs.system.model import DETERMINISTIC_INPUT, DiffusionGS, ModelConfig
@@ -92,6 +97,8 @@ class GenerationResult:
         timings: seconds per stage.
         input: how the input is named in messages and ``meta.json`` (its path, or a description).
         config: the settings used.
+        domain: ``"object"`` or ``"scene"`` (the decoder used).
+        path: scenes: every camera of the path in the scene world, the rig among them (the fly-through follows it).
     """
 
     gaussians: Gaussians
@@ -102,6 +109,8 @@ class GenerationResult:
     timings: dict[str, float]
     input: str
     config: GenerateConfig
+    domain: Domain = "object"
+    path: ScenePath | None = None
 
 
 class Pipeline:
@@ -199,22 +208,64 @@ class Pipeline:
         """Generate Gaussians from an image: a file path, a PIL image or an HxWx3/HxWx4 array (uint8, or float in
         [0, 1]). RGB inputs get their background removed (``cfg.preprocess``). ``progress(done, total)`` is called
         after every denoising step."""
+        if "object" not in self.cfg.denoiser.decoders:
+            raise InputError(f"{self.source or 'this model'}: a scene-only model; use Pipeline.generate_scene(image, "
+                             "cameras)")
         timings = {}
         start = time.perf_counter()
         condition = prepare_condition_image(image, self.cfg.resolution, cfg.preprocess)
         cameras = self.rig_cameras(cfg.elevation_deg)
         timings["preprocess_s"] = time.perf_counter() - start
+        return self._sample(condition, cameras, cfg, "object", image, timings, progress)
+
+    def generate_scene(self, image: ImageInput, cameras: SceneCameraConfig | ScenePath = SceneCameraConfig(),
+                       cfg: GenerateConfig = GenerateConfig(), progress: ProgressCallback | None = None
+                       ) -> GenerationResult:
+        """Generate a scene's Gaussians from a photo (a path, PIL image or array; used whole, centre-cropped to a
+        square) at the given cameras: a :class:`SceneCameraConfig` (a named trajectory or a RealEstate10K camera
+        file), or a :class:`ScenePath` of your own cameras with intrinsics in the photo's pixels. The cameras are
+        normalised as in training (docs/scenes.md); the result's ``path`` holds them in that world.
+        ``cfg.preprocess`` and ``cfg.elevation_deg`` are object settings and are not used."""
+        if "scene" not in self.cfg.denoiser.decoders:
+            raise InputError(f"{self.source or 'this model'}: the model has no scene decoder (it has "
+                             f"{list(self.cfg.denoiser.decoders)})")
+        timings = {}
         start = time.perf_counter()
-        raw, _ = self.generate_from_condition(condition.rgb, cameras, cfg, progress=progress)
+        rgba, _ = read_rgba(image)
+        rgb = torch.from_numpy(rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])).permute(2, 0, 1).float()
+        num_noisy = self.cfg.num_noisy_views
+        if isinstance(cameras, SceneCameraConfig):
+            check_scene_config(cameras)
+            cameras = scene_path(cameras, num_noisy, rgb.shape[-1], rgb.shape[-2])
+        if len(cameras.rig) != num_noisy + 1:
+            raise InputError(f"scene cameras: the model denoises N = {num_noisy} views, so the rig needs "
+                             f"{num_noisy + 1} frames, got {len(cameras.rig)}")
+        rgb, path = square_scene_view(rgb, cameras, self.cfg.resolution)
+        path = path.normalized()
+        condition = ConditionImage(rgb=rgb.clamp(0, 1), alpha=torch.ones_like(rgb[:1]), foreground="none")
+        timings["preprocess_s"] = time.perf_counter() - start
+        result = self._sample(condition, path.rig_cameras.to(self.device), cfg, "scene", image, timings, progress)
+        return replace(result, path=path)
+
+    def _sample(self, condition: ConditionImage, cameras: Cameras, cfg: GenerateConfig, domain: Domain,
+                image: ImageInput, timings: dict[str, float], progress: ProgressCallback | None) -> GenerationResult:
+        """Sample, render the rig views and filter the Gaussians of one prepared input."""
+        start = time.perf_counter()
+        raw, _ = self.generate_from_condition(condition.rgb, cameras, cfg, is_object=domain == "object",
+                                              progress=progress)
         timings["sampling_s"] = time.perf_counter() - start
         start = time.perf_counter()
         with torch.no_grad():
             views = self.model.render(raw[None], cameras.reshape(1, -1), self.render_cfg).rgb[0]
         timings["render_views_s"] = time.perf_counter() - start
-        kept = cfg.export.apply(raw.to("cpu"), self.cfg.object_decode.clip_box)
+        kept = cfg.export.apply(raw.to("cpu"), self.clip_box(domain))
         return GenerationResult(gaussians=kept, num_raw_gaussians=raw.num_gaussians, condition=condition,
                                 cameras=cameras, views=views.cpu().clamp(0, 1), timings=timings,
-                                input=input_name(image), config=cfg)
+                                input=input_name(image), config=cfg, domain=domain)
+
+    def clip_box(self, domain: Domain) -> float | None:
+        """The box the decoder of ``domain`` clamps centres into (None: none, as for scenes)."""
+        return (self.cfg.object_decode if domain == "object" else self.cfg.scene_decode).clip_box
 
 
 def _model_folder(folder: Path) -> Path:
