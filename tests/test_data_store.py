@@ -5,8 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+import tyro
 
 from diffusiongs.cli.main import entrypoint
+from diffusiongs.cli.train import TrainArgs, build_dataset
 from diffusiongs.data.dataset import MixedDataset, MultiViewDataset, SampleConfig, check_view_counts, dataloader
 from diffusiongs.data.store import (
     NativeReader,
@@ -250,3 +252,12 @@ def test_condition_azimuth_frame_puts_the_condition_camera_at_azimuth_zero():
     rel = torch.linalg.inv(cams.c2w[0]) @ cams.c2w
     rel_rotated = torch.linalg.inv(rotated[0]) @ rotated
     assert torch.allclose(rel, rel_rotated, atol=1e-9)
+
+
+def test_train_draws_scene_frames_at_random_and_objects_by_the_models_layout(tmp_path):
+    make_dataset(tmp_path, objects=2, scenes=2, views=12)
+    args = tyro.cli(TrainArgs, args=["--data", str(tmp_path), "--scene-data", str(tmp_path), "--preset", "tiny",
+                                     "--num-novel", "2", "--layout.mode", "constrained"])
+    mixed = build_dataset(args)
+    layouts = {d.domain: d.config.layout.mode for d in mixed.datasets}
+    assert layouts == {"object": "constrained", "scene": "random"}

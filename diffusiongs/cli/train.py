@@ -17,6 +17,7 @@ import tyro
 from diffusiongs.data.dataset import MixedDataset, MultiViewDataset, SampleConfig, check_view_counts
 from diffusiongs.data.store import NativeReader
 from diffusiongs.errors import InputError
+from diffusiongs.geometry.layout import SCENE_SELECTION
 from diffusiongs.training.distributed import cleanup_distributed, setup_distributed
 from diffusiongs.training.guard import validate_train_config
 from diffusiongs.training.trainer import TrainConfig, Trainer, model_config_for
@@ -44,9 +45,11 @@ def build_dataset(args: TrainArgs) -> MultiViewDataset | MixedDataset:
     model_cfg = model_config_for(args.train)
     sample = SampleConfig(resolution=model_cfg.resolution, num_noisy=model_cfg.num_noisy_views,
                           num_novel=args.num_novel, layout=model_cfg.view_layout, seed=args.train.seed)
+    layouts = {"object": model_cfg.view_layout, "scene": SCENE_SELECTION}
     parts: list[tuple[MultiViewDataset, float]] = []
     for paths, domain, weight in ((args.data, "object", 1.0), (args.scene_data, "scene", args.scene_weight)):
-        datasets = [MultiViewDataset(NativeReader(path, "train", domain), sample) for path in paths]
+        domain_sample = replace(sample, layout=layouts[domain])
+        datasets = [MultiViewDataset(NativeReader(path, "train", domain), domain_sample) for path in paths]
         for path, dataset in zip(paths, datasets):
             check_view_counts(dataset, str(path))
         total = sum(len(d) for d in datasets)

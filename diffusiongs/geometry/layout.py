@@ -143,3 +143,10 @@ def _rotate_camera(c2w: Float[Tensor, "4 4"], rotation: Float[Tensor, "3 3"]) ->
     out[:3, :3] = rotation @ c2w[:3, :3]
     out[:3, 3] = rotation @ c2w[:3, 3]
     return out
+
+
+SCENE_SELECTION = ViewLayout(mode="random")
+"""How training draws a scene sample's frames: 1 + N + M distinct frames of the clip at random, as the official
+scene loader does (a clip never holds an object orbit rig). A scene's noisy views at inference come from a
+trajectory or camera file, not from a layout (``inference/scene.py``)."""
+
