@@ -50,6 +50,17 @@ def test_one_generation_writes_what_the_page_shows(runner):
     assert out.summary.startswith(f"{gaussians.num_gaussians} Gaussians") and "ddim, 2 steps, seed 1" in out.summary
 
 
+def test_a_scene_generation_writes_a_fly_through_and_no_mesh(runner):
+    room = ROOT / "examples" / "images" / "room.png"
+    out = runner.run(room, DemoSettings(steps=2, domain="scene"))
+    assert out.mesh is None and out.video.name == "flythrough.mp4"
+    assert sum(1 for _ in iio.imiter(out.video, plugin="FFMPEG")) == 4
+    scene, viewer = load_ply(out.gaussians), load_ply(out.viewer)
+    torch.testing.assert_close(viewer.means, scene.means)  # already in the viewer's y-down frame: no turn, no shrink
+    with Image.open(out.condition) as condition, Image.open(room) as photo:
+        assert condition.size == (runner.pipeline.cfg.resolution,) * 2 and photo.size != condition.size
+
+
 def test_without_mesh_or_frames_nothing_more_is_written(runner):
     quiet = DemoRunner(runner.pipeline, runner.out_root, frames=0)
     out = quiet.run(EXAMPLE, DemoSettings(steps=1, mesh=False))

@@ -63,29 +63,35 @@ def _upload_path(upload: str | None) -> Path:
     return Path(upload)
 
 
+DOMAINS = ("object", "scene")
+
+
 def build_app(runner: DemoRunner, examples: list[Path], defaults: DemoSettings = DemoSettings(),
               title: str = "DiffusionGS demo") -> gr.Blocks:
     """The page; ``runner`` does the work, ``examples`` are offered as one-click inputs."""
     resolution = runner.pipeline.cfg.resolution
 
     @_guarded
-    def segment(upload: str | None, ratio: float):
-        """The prepared input view, shown as soon as an image is dropped or picked (or the ratio changes)."""
+    def segment(upload: str | None, ratio: float, domain: str):
+        """The prepared input view, shown as soon as an image is dropped or picked (or a setting changes); a scene
+        photo is used whole, so it is shown as it is."""
         if not upload:
             return None
         path = Path(upload)
+        background = "keep" if domain == "scene" else "auto"
         try:
-            condition = prepare_condition_image(path, resolution, PreprocessConfig(foreground_ratio=ratio))
+            condition = prepare_condition_image(path, resolution, PreprocessConfig(foreground_ratio=ratio,
+                                                                                   background=background))
         except InputError as err:
             raise gr.Error(_readable(err, path)) from None
         return to_uint8(condition.rgb[None])[0]
 
     @_guarded
     def generate(upload: str | None, sampler: SamplerName, steps: float, seed: float, ratio: float, mesh: bool,
-                 progress=gr.Progress()):
+                 domain: str, progress=gr.Progress()):
         path = _upload_path(upload)
         settings = DemoSettings(sampler=sampler, steps=int(steps), seed=int(seed), foreground_ratio=float(ratio),
-                                mesh=bool(mesh))
+                                mesh=bool(mesh), domain=domain)
         try:
             out = runner.run(path, settings, lambda fraction, message: progress(fraction, desc=message))
         except InputError as err:
@@ -107,6 +113,9 @@ def build_app(runner: DemoRunner, examples: list[Path], defaults: DemoSettings =
                     ratio = gr.Slider(0.3, 1.0, value=defaults.foreground_ratio, step=0.05,
                                       label="Object size in the frame (foreground ratio)")
                     mesh = gr.Checkbox(value=defaults.mesh, label="Extract a mesh (GLB)")
+                    domain = gr.Radio(list(DOMAINS), value=defaults.domain, label="An object, or a scene (the whole "
+                                      "photo, denoised along a short orbit)", elem_id="domain",
+                                      visible="scene" in runner.pipeline.cfg.denoiser.decoders)
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
                 if examples:
                     gr.Examples([[str(p)] for p in examples], inputs=[image], label="Examples")
@@ -123,9 +132,10 @@ def build_app(runner: DemoRunner, examples: list[Path], defaults: DemoSettings =
                 downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
                 summary = gr.Markdown(elem_id="summary")
         # change, not upload: a click on an example sets the file too.
-        image.change(segment, [image, ratio], condition)
-        ratio.release(segment, [image, ratio], condition)
-        button.click(generate, [image, sampler, steps, seed, ratio, mesh],
+        image.change(segment, [image, ratio, domain], condition)
+        ratio.release(segment, [image, ratio, domain], condition)
+        domain.change(segment, [image, ratio, domain], condition)
+        button.click(generate, [image, sampler, steps, seed, ratio, mesh, domain],
                      [condition, splat, mesh_view, video, downloads, summary])
     return app
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -18,8 +19,10 @@ from diffusiongs.gaussians import Gaussians, save_ply
 from diffusiongs.geometry import OrbitRig
 from diffusiongs.inference.media import to_uint8, turntable, write_image, write_video
 from diffusiongs.inference.mesh import MeshConfig, write_mesh
+from diffusiongs.inference.outputs import OutputConfig, render_fly_through
 from diffusiongs.inference.pipeline import ExportFilter, GenerateConfig, Pipeline
 from diffusiongs.inference.preprocess import PreprocessConfig
+from diffusiongs.inference.scene import SceneCameraConfig
 
 MAX_STEPS = 200
 """Upper end of the page's step setting (the paper samples with 30)."""
@@ -66,7 +69,10 @@ class DemoSettings:
     foreground_ratio: float = PreprocessConfig.foreground_ratio
     """Object size over image size after recentring."""
     mesh: bool = True
-    """Also extract a mesh (GLB)."""
+    """Also extract a mesh (GLB; objects only)."""
+    domain: Literal["object", "scene"] = "object"
+    """``object``: background removed, the Gaussians of one object; ``scene``: the whole photo, the Gaussians of a
+    room at the default scene cameras (``SceneCameraConfig``: an 8-degree orbit, 60-degree field of view)."""
 
     def validate(self) -> None:
         if not 1 <= self.steps <= MAX_STEPS:
@@ -124,28 +130,34 @@ class DemoRunner:
         """Generate from an image file; bad files and settings raise :class:`InputError` with a one-line message."""
         settings.validate()
         image = Path(image)
+        scene = settings.domain == "scene"
         preprocess = PreprocessConfig(foreground_ratio=settings.foreground_ratio)
         cfg = GenerateConfig(sampler=SamplerConfig(name=settings.sampler, num_steps=settings.steps),
                              seed=settings.seed, preprocess=preprocess, export=PLY_FILTER)
         start = time.perf_counter()
+
         def sampling(done: int, total: int) -> None:
             progress(0.05 + 0.6 * done / total, f"sampling: step {done} of {total} ({settings.sampler})")
 
         sampling(0, settings.steps)
-        result = self.pipeline(image, cfg, progress=sampling)
+        result = (self.pipeline.generate_scene(image, SceneCameraConfig(), cfg, progress=sampling) if scene
+                  else self.pipeline(image, cfg, progress=sampling))
         folder = self._new_folder(image)
         condition = write_image(to_uint8(result.condition.rgb[None])[0], folder / "input.png")
         gaussians = save_ply(result.gaussians, folder / "gaussians.ply")
-        viewer = save_ply(for_splat_viewer(result.gaussians), folder / "viewer" / "gaussians.ply")
+        # Scenes are already in the viewer's frame (y down, as 3DGS/COLMAP scenes are) and at a scale it shows.
+        viewer = save_ply(result.gaussians if scene else for_splat_viewer(result.gaussians),
+                          folder / "viewer" / "gaussians.ply")
         video = mesh = None
         device = self.pipeline.device
         if self.frames > 0:
-            progress(0.7, "rendering the turntable")
-            frames = turntable(result.gaussians.to(device), self.turntable_rig, self.frames,
-                               self.pipeline.cfg.resolution, self.pipeline.cfg.background)
-            video = write_video(to_uint8(frames), folder / "turntable.mp4")
+            progress(0.7, "rendering the fly-through" if scene else "rendering the turntable")
+            frames = (render_fly_through(self.pipeline, result, OutputConfig(turntable_seconds=self.frames / 24))
+                      if scene else turntable(result.gaussians.to(device), self.turntable_rig, self.frames,
+                                              self.pipeline.cfg.resolution, self.pipeline.cfg.background))
+            video = write_video(to_uint8(frames), folder / ("flythrough.mp4" if scene else "turntable.mp4"))
         faces = ""
-        if settings.mesh:
+        if settings.mesh and not scene:
             progress(0.85, "extracting the mesh")
             mesh_path = folder / "mesh.glb"
             faces = f", {write_mesh(result.gaussians.to(device), mesh_path, self.mesh_cfg).num_faces} mesh faces"
