@@ -19,14 +19,18 @@ Re-running resumes: the dataset and finished trainings are kept, evaluations new
 The budget is ``--steps`` (the same for every row, and the length of each LR schedule); ``--budget-minutes`` only
 caps a row's training time, and the table reports the steps each row reached. Rows can be split over several
 invocations (``--variants``, e.g. one per GPU call, with otherwise identical flags) and combined with
-``--merge A/ablations.json B/ablations.json``: `data synth` makes the same dataset on every machine.
+``--merge A/ablations.json B/ablations.json``: `data synth` makes the same dataset on every machine. When time
+runs out with later seeds unfinished, `touch OUT/STOP` lets the running runs finish and starts no more, and
+``--report-only`` writes the table from the runs that reached ``--steps`` (benchmarks/gpu_ablations.sh does both).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
+import queue
 import shlex
 import subprocess
 import sys
@@ -47,6 +51,7 @@ from diffusiongs.data.store import atomic_write_bytes, read_manifest  # noqa: E4
 from diffusiongs.diffusion.samplers import SamplerName  # noqa: E402
 from diffusiongs.errors import InputError, exit_with  # noqa: E402
 from diffusiongs.evaluation.report import (  # noqa: E402
+    ITEMS_CSV,
     NA,
     SUMMARY_JSON,
     format_value,
@@ -95,8 +100,11 @@ class AblationConfig:
     num_workers: int = 4
     """DataLoader workers per training."""
     parallel: int = 1
-    """Variants trained (and evaluated) at the same time on the one device: a small model leaves most of a GPU
-    idle, so several runs side by side finish sooner; each row's minutes then overlap the others'."""
+    """Runs trained (and evaluated) at the same time: a small model leaves most of a GPU idle, so several runs side
+    by side finish sooner; each row's minutes then overlap the others'. On a machine with several GPUs the runs
+    take turns over them (one GPU per run)."""
+    ckpt_every: int | None = 1000
+    """Checkpoint every this many steps, so that a stopped invocation resumes (None: only at the end)."""
     lr: float = 4e-4
     warmup_steps: int = 100
     """LR warm-up steps (the paper's 2000 are for 100K-step runs)."""
@@ -117,6 +125,9 @@ class AblationConfig:
     eval_sampler: SamplerName = "ddim"
     dry_run: bool = False
     """Print the commands and stop."""
+    report_only: bool = False
+    """Train nothing: evaluate the runs that reached --steps (e.g. after the GPU time ran out with later seeds
+    unfinished) and write the table from them; unfinished runs are left out and named."""
     merge: tuple[Path, ...] = ()
     """Run nothing: combine these ablations.json files (invocations with the same settings and different
     --variants, e.g. one per GPU call) into one table in OUT."""
@@ -187,7 +198,7 @@ def train_command(cfg: AblationConfig, variant: Variant, seed: int) -> list[str]
                "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size), "--num-workers", str(cfg.num_workers),
                "--seed", str(seed), "--optim.lr", str(cfg.lr), "--optim.warmup-steps", str(cfg.warmup_steps),
                "--log-every", "10", "--image-every", "0",
-               "--ckpt-every", str(cfg.steps), "--keep-last", "1", "--no-progress", "--data", data,
+               "--ckpt-every", str(cfg.ckpt_every or cfg.steps), "--keep-last", "1", "--no-progress", "--data", data,
                "--resolution", str(resolution(cfg))]
     if cfg.budget_minutes is not None:
         command += ["--max-minutes", str(cfg.budget_minutes)]
@@ -211,10 +222,13 @@ def shown(command: list[str]) -> str:
     return shlex.join(["diffusiongs", *command])
 
 
-def run_logged(command: list[str], log: Path) -> tuple[bool, float]:
-    """Run a `diffusiongs` subcommand in a fresh process (this checkout first on the path), output to ``log``."""
+def run_logged(command: list[str], log: Path, gpu: int | None = None) -> tuple[bool, float]:
+    """Run a `diffusiongs` subcommand in a fresh process (this checkout first on the path), output to ``log``;
+    ``gpu``: the only CUDA device it sees."""
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     print(f"+ {shown(command)}", flush=True)
     start = time.perf_counter()
     with log.open("a") as out:
@@ -244,32 +258,80 @@ def _reached_step(run: Path) -> int | None:
     return None if folder is None else json.loads((folder / TRAINER_STATE).read_text())["step"]
 
 
-def _train(cfg: AblationConfig, variant: Variant, seed: int) -> dict[str, Any]:
+def _train(cfg: AblationConfig, variant: Variant, seed: int, gpu: int | None) -> dict[str, Any]:
     """Train (or resume) one variant for one seed; the training seconds add up over resumed invocations."""
     run = run_dir(cfg, variant.name, seed)
     ok, seconds = run_logged(train_command(cfg, variant, seed),
-                             cfg.out / "logs" / f"{variant.name}.seed{seed}.train.log")
-    timing = run / "ablation_time.json"
-    total = seconds + (json.loads(timing.read_text())["train_seconds"] if timing.is_file() else 0.0)
+                             cfg.out / "logs" / f"{variant.name}.seed{seed}.train.log", gpu)
+    total = seconds + _train_seconds(run)
     if ok:
-        write_json(timing, {"train_seconds": total})
+        write_json(run / TRAIN_TIME, {"train_seconds": total})
     return {"train_ok": ok, "train_minutes": total / 60, "steps_reached": _reached_step(run)}
 
 
-def _evaluate(cfg: AblationConfig, name: str, seed: int | None) -> dict[str, Any]:
+TRAIN_TIME = "ablation_time.json"
+"""A run's training seconds over all invocations that finished it."""
+
+
+def _train_seconds(run: Path) -> float:
+    timing = run / TRAIN_TIME
+    return json.loads(timing.read_text())["train_seconds"] if timing.is_file() else 0.0
+
+
+def _evaluate(cfg: AblationConfig, name: str, seed: int | None, gpu: int | None = None) -> dict[str, Any]:
     """Evaluate one run unless a report newer than its checkpoint exists; returns its summary."""
     summary = eval_dir(cfg, name, seed) / SUMMARY_JSON
     checkpoint = None if seed is None else latest_checkpoint(run_dir(cfg, name, seed))
     fresh = summary.is_file() and (checkpoint is None or summary.stat().st_mtime > checkpoint.stat().st_mtime)
     log_name = f"{name}.eval.log" if seed is None else f"{name}.seed{seed}.eval.log"
-    ok = fresh or run_logged(eval_command(cfg, name, seed), cfg.out / "logs" / log_name)[0]
+    ok = fresh or run_logged(eval_command(cfg, name, seed), cfg.out / "logs" / log_name, gpu)[0]
     return json.loads(summary.read_text()) if ok and summary.is_file() else {}
 
 
-def _train_and_evaluate(cfg: AblationConfig, variant: Variant, seed: int) -> dict[str, Any]:
-    run: dict[str, Any] = {"seed": seed, **_train(cfg, variant, seed)}
-    run["summary"] = _evaluate(cfg, variant.name, seed) if run["train_ok"] else {}
-    return run
+def _scores(cfg: AblationConfig, name: str, seed: int | None, gpu: int | None = None) -> dict[str, Any]:
+    """A run's evaluation summary and its per-object PSNR (from the report's ITEMS_CSV), for the paired gains."""
+    summary = _evaluate(cfg, name, seed, gpu)
+    items = eval_dir(cfg, name, seed) / ITEMS_CSV
+    item_psnr = {}
+    if summary and items.is_file():
+        with items.open(newline="") as f:
+            item_psnr = {r["item_id"]: float(r["psnr"]) for r in csv.DictReader(f) if r["psnr"] != NA}
+    return {"summary": summary, "item_psnr": item_psnr}
+
+
+def _train_and_evaluate(cfg: AblationConfig, variant: Variant, seed: int, gpus: queue.Queue) -> dict[str, Any]:
+    """One run on a GPU taken from ``gpus`` (None entries: the default device); with --report-only, only the
+    evaluation of a run that reached --steps."""
+    gpu = gpus.get()
+    try:
+        if not cfg.report_only and (cfg.out / STOP).exists():
+            print(f"  {variant.name} seed {seed}: not started ({cfg.out / STOP} exists)", flush=True)
+            return {"seed": seed, "train_ok": False, "steps_reached": _reached_step(run_dir(cfg, variant.name, seed)),
+                    "summary": {}}
+        if cfg.report_only:
+            steps = _reached_step(run_dir(cfg, variant.name, seed))
+            run: dict[str, Any] = {"seed": seed, "train_ok": steps == cfg.steps, "steps_reached": steps,
+                                   "train_minutes": _train_seconds(run_dir(cfg, variant.name, seed)) / 60}
+        else:
+            run = {"seed": seed, **_train(cfg, variant, seed, gpu)}
+        run.update(_scores(cfg, variant.name, seed, gpu) if run["train_ok"] else {"summary": {}})
+        return run
+    finally:
+        gpus.put(gpu)
+
+
+STOP = "STOP"
+"""A file in OUT that tells a running invocation to start no more runs (the running ones finish and are scored),
+e.g. when the GPU time is about to run out: `touch OUT/STOP`, then `--report-only`."""
+
+
+def gpu_slots(parallel: int) -> queue.Queue:
+    """``parallel`` slots dealt round-robin over the visible GPUs (one None slot per run without GPUs)."""
+    count = torch.cuda.device_count()
+    slots: queue.Queue = queue.Queue()
+    for i in range(max(1, parallel)):
+        slots.put(i % count if count > 1 else None)
+    return slots
 
 
 T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -325,17 +387,73 @@ TABLE_COLUMNS = (("psnr", "PSNR ↑", 2), ("front_psnr", "front PSNR ↑", 2), (
                  ("f_score", "F-score ↑", 4))
 
 
-def table_row(label: str, row: dict[str, Any]) -> list[str]:
-    """Mean ± 95 % CI of each metric over the row's seeds, seeds evaluated, steps reached, training minutes."""
+COMPARED_WITH = {"constrained-views": "rppc", "random-views": "rppc"}
+"""Rows compared with another than the row above them: the layouts against the full model's orbit layout."""
+
+
+def item_psnr(row: dict[str, Any]) -> dict[str, float]:
+    """Each scored object's PSNR in a row, averaged over the row's seeds."""
+    by_item: dict[str, list[float]] = {}
+    for run in row.get("runs", []):
+        for item, psnr in (run.get("item_psnr") or {}).items():
+            by_item.setdefault(item, []).append(psnr)
+    return {item: sum(v) / len(v) for item, v in by_item.items()}
+
+
+def paired_difference(row: dict[str, float], other: dict[str, float]) -> tuple[float, float | None] | None:
+    """PSNR of ``row`` minus ``other``, paired by object: mean and 95 % CI over the objects both scored. Pairing
+    removes how hard each object is, so it tells two rows apart far more sharply than their separate intervals;
+    it measures the spread over test objects, not over training seeds. None without per-object scores."""
+    return mean_and_ci([psnr - other[item] for item, psnr in row.items() if item in other])
+
+
+def reference_rows(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each trained row's reference for the paired change: the trained row above it, or COMPARED_WITH's."""
+    trained = [r for r in rows if r["name"] != COPY_BASELINE]
+    by_name = {r["name"]: r for r in trained}
+    references = {}
+    for above, row in zip([None, *trained], trained):
+        reference = by_name.get(COMPARED_WITH.get(row["name"], ""), above)
+        if reference is not None:
+            references[row["name"]] = reference
+    return references
+
+
+def table_row(label: str, row: dict[str, Any], copy: dict[str, float],
+              reference: dict[str, Any] | None = None) -> list[str]:
+    """Mean ± 95 % CI of each metric over the row's seeds; the PSNR gain over copying the input and the change from
+    ``reference`` (the row it adds to), both paired by object with CIs over objects; seeds evaluated, steps
+    reached, training minutes."""
     runs = row.get("runs", [])
     values = metric_values(runs)
     steps = sorted({r.get("steps_reached") for r in runs if r.get("steps_reached") is not None})
     minutes = [r["train_minutes"] for r in runs if r.get("train_minutes") is not None]
     evaluated = any(r.get("summary", {}).get("metrics") for r in runs)
     cells = [_cell(mean_and_ci(values[key]), digits) if evaluated else "failed" for key, _, digits in TABLE_COLUMNS]
-    return [label, *cells,
+    trained = row.get("name") != COPY_BASELINE
+    gain = _cell(paired_difference(item_psnr(row), copy), 2) if copy and trained else NA
+    change_stat = None if reference is None else paired_difference(item_psnr(row), item_psnr(reference))
+    change = NA if change_stat is None else f"{_cell(change_stat, 2)} vs {reference['name']}"
+    return [label, cells[0], gain, change, *cells[1:],
             str(len(values["psnr"])), "/".join(map(str, steps)) or NA,
             format_value(sum(minutes) / len(minutes), 1) if minutes else NA]
+
+
+def trained_seeds(rows: list[dict[str, Any]]) -> list[int]:
+    """The training seeds that some row has a run of."""
+    return sorted({r["seed"] for row in rows for r in row.get("runs", []) if r.get("seed") is not None})
+
+
+def evaluating_machines(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each machine that scored the rows' runs (from the evaluation summaries), with its latest date."""
+    latest: dict[str, dict[str, Any]] = {}
+    for run in (r for row in rows for r in row.get("runs", [])):
+        summary = run.get("summary") or {}
+        if "machine" in summary:
+            key = json.dumps(summary["machine"], sort_keys=True)
+            if key not in latest or summary["date"] > latest[key]["date"]:
+                latest[key] = {"machine": summary["machine"], "date": summary["date"]}
+    return list(latest.values())
 
 
 def write_tables(cfg: AblationConfig, rows: list[dict[str, Any]], commands: list[str], made_with: list[str],
@@ -343,21 +461,25 @@ def write_tables(cfg: AblationConfig, rows: list[dict[str, Any]], commands: list
     """OUT/ablations.md and OUT/ablations.json; ``runs`` holds the machine and date of each invocation."""
     first = next((r["summary"] for row in rows for r in row.get("runs", []) if r.get("summary")), {})
     settings = first.get("settings", {})
-    headers = ["variant", *(title for _, title, _ in TABLE_COLUMNS), "seeds", "steps", "train min"]
-    side_by_side = f"; {cfg.parallel} runs trained side by side on one device" if cfg.parallel > 1 else ""
+    headers = ["variant", TABLE_COLUMNS[0][1], "PSNR gain over copy", "PSNR change from the row it adds to",
+               *(title for _, title, _ in TABLE_COLUMNS[1:]), "seeds", "steps", "train min"]
+    copy = next((item_psnr(row) for row in rows if row["name"] == COPY_BASELINE), {})
+    references = reference_rows(rows)
+    side_by_side = f"; {cfg.parallel} runs side by side, sharing the machine's GPUs" if cfg.parallel > 1 else ""
     budget = f"{cfg.steps} steps" + ("" if cfg.budget_minutes is None else f" or {cfg.budget_minutes} min")
     machines = "; ".join(f"{r['machine']['device']}, {r['machine']['cpu_count']} CPU cores, torch "
                          f"{r['machine']['torch']}, {r['date']}" for r in runs)
     text = "\n".join([
         "# Ablations (paper Table 2 steps, small scale)", "",
         f"Preset `{cfg.preset}` at {resolution(cfg)} px, batch {cfg.batch_size}, {budget} per run, training seeds "
-        f"{list(cfg.seeds)} (cells: mean ± 95 % CI over seeds), LR {cfg.lr} (warm-up {cfg.warmup_steps}), EMA "
+        f"{trained_seeds(rows)} (cells: mean ± 95 % CI over seeds; the gain and change columns: PSNR differences "
+        f"paired by test object, ± 95 % CI over objects), LR {cfg.lr} (warm-up {cfg.warmup_steps}), EMA "
         f"with warm-up{side_by_side}. Evaluation: {settings.get('protocol', 'see docs/RESULTS.md')} (each row on "
         f"its own layout); {cfg.eval_sampler} with {cfg.eval_steps} steps, noise seed 0 (the deterministic row: one "
         f"pass); front PSNR: targets within {FRONT_DEG:g}° of azimuth of the input; "
         f"LPIPS: {settings.get('LPIPS', 'n/a')}; {settings.get('data', '')}.",
         f"Machine: {machines}.", "",
-        markdown_table(headers, [table_row(r["label"], r) for r in rows]), "",
+        markdown_table(headers, [table_row(r["label"], r, copy, references.get(r["name"])) for r in rows]), "",
         "Commands, in order:", "", "```", *commands, "```", "",
         *(f"Made with `{command}`." for command in made_with), ""])
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -367,7 +489,8 @@ def write_tables(cfg: AblationConfig, rows: list[dict[str, Any]], commands: list
     return cfg.out / "ablations.md"
 
 
-MERGE_IGNORED = {"out", "variants", "merge", "dry_run", "data_workers", "parallel", "seeds"}
+MERGE_IGNORED = {"out", "variants", "merge", "dry_run", "data_workers", "parallel", "seeds", "ckpt_every",
+                 "report_only"}
 """Settings that may differ between the invocations merged into one table (`data synth` makes the same items
 whatever the number of workers)."""
 
@@ -420,19 +543,27 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.dry_run:
         print("\n".join(commands))
         return 0
-    if cfg.data is None and not run_logged(synth_command(cfg), cfg.out / "logs" / "data.log")[0]:
+    make_data = cfg.data is None and not cfg.report_only
+    if make_data and not run_logged(synth_command(cfg), cfg.out / "logs" / "data.log")[0]:
         return 1
     check_splits(cfg)
+    gpus = gpu_slots(cfg.parallel)
     with ThreadPoolExecutor(max_workers=max(1, cfg.parallel)) as pool:  # threads only wait on subprocesses
-        results = list(pool.map(lambda job: _train_and_evaluate(cfg, *job), jobs))
+        results = list(pool.map(lambda job: _train_and_evaluate(cfg, *job, gpus), jobs))
+    if cfg.report_only:  # rows keep only their finished runs
+        unfinished = [f"{v.name} seed {seed} ({r['steps_reached'] or 0} steps)"
+                      for (v, seed), r in zip(jobs, results) if not r["train_ok"]]
+        print(f"left out, not trained to {cfg.steps} steps: {', '.join(unfinished)}" if unfinished else
+              "every run reached --steps")
+        results = [r if r["train_ok"] else None for r in results]
     rows = [{"name": v.name, "label": v.label, "flags": list(v.flags),
-             "runs": [r for (job, _), r in zip(jobs, results) if job is v]} for v in chosen]
+             "runs": [r for (job, _), r in zip(jobs, results) if job is v and r is not None]} for v in chosen]
     if with_copy:
         rows.append({"name": COPY_BASELINE, "label": "copy-condition baseline (no training)", "flags": [],
-                     "runs": [{"seed": None, "summary": _evaluate(cfg, COPY_BASELINE, None)}]})
+                     "runs": [{"seed": None, **_scores(cfg, COPY_BASELINE, None)}]})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    path = write_tables(cfg, rows, commands, [shlex.join(["python", "benchmarks/ablations.py", *argv])],
-                        [{"machine": machine_info(device), "date": utc_now()}])
+    machines = evaluating_machines(rows) or [{"machine": machine_info(device), "date": utc_now()}]
+    path = write_tables(cfg, rows, commands, [shlex.join(["python", "benchmarks/ablations.py", *argv])], machines)
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0 if all(r.get("summary") for row in rows for r in row["runs"]) else 1
 

@@ -1,52 +1,75 @@
 #!/usr/bin/env bash
-# The ablation table and the sampler sweep of docs/RESULTS.md on one lent GPU, from the repository root:
-#   bash benchmarks/gpu_ablations.sh sweep         # the demo model's sampler sweep (LPIPS weights not needed)
-#   bash benchmarks/gpu_ablations.sh probe STEPS   # dataset, copy-condition row, step-time probe
-#   bash benchmarks/gpu_ablations.sh table STEPS   # every ablation row, side by side on the one GPU
-# STEPS is the per-row budget: the probe times 6 trainings side by side (the table's load) so that STEPS can be
-# chosen to fit a 10-minute call. Outputs go to $OUT (the device tool returns at most 8 files). The working tree
-# that travels to the GPU is limited to 64 MiB: the demo model (sweep) and the LPIPS weights in .gpu (probe, table)
-# travel in different calls.
+# The ablation table (paper Table 2 at small scale) and the sampler sweep of docs/RESULTS.md on a lent GPU machine,
+# from the repository root. The ablation runs in the background (its own process session), so it goes on between
+# calls while the machine stays warm; it trains seed by seed (every row's seed 0 first) over all the machine's GPUs,
+# and whatever a session finishes is reported: later sessions add seeds, and `benchmarks/ablations.py --merge`
+# joins their tables (SEEDS="1 2" picks the seeds a session trains; the default is 0 1 2).
+#   bash benchmarks/gpu_ablations.sh start CALL_SECONDS   # set up, make the data, start the runs, then as `wait`
+#   bash benchmarks/gpu_ablations.sh wait CALL_SECONDS    # let them train until CALL_SECONDS; print their progress
+#   bash benchmarks/gpu_ablations.sh drain CALL_SECONDS   # start no new run; let the running ones finish
+#   bash benchmarks/gpu_ablations.sh final                # stop; score the finished runs; return the table
+#   bash benchmarks/gpu_ablations.sh sweep                # the demo model's sampler sweep
+# Carried: .whl (wheels), .gl (EGL loaders), .gpu/lpips_vgg16_int8.safetensors (not for the sweep, which carries
+# the demo model instead: the working tree that travels is limited to 64 MiB).
 set -euo pipefail
 phase=$1
-steps=${2:-0}
-case $phase in
-    sweep | probe | table) ;;
-    *) echo "gpu_ablations.sh: unknown phase '$phase' (sweep, probe or table)" >&2; exit 2 ;;
-esac
-source benchmarks/gpu_env.sh
 work=/tmp/abl
-flags=(--out "$work" --preset small --resolution 64 --objects 400 --mixed --scenes 100 --batch-size 16
-       --num-workers 2 --data-workers 16 --eval-limit 40 --steps "$steps")
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+source benchmarks/gpu_env.sh
 start=$(date +%s)
-python3 -c "from gsplat.cuda._backend import _C" # builds gsplat's extension once per machine
-echo "gsplat ready after $(($(date +%s) - start)) s"
+gpus=$(nvidia-smi --list-gpus | wc -l)
+# Every flag but --parallel, --report-only and --data-workers is part of the table's identity (see --merge).
+settings=(--out "$work" --preset small --resolution 128 --objects 400 --scenes 100 --mixed --steps 5000
+          --batch-size 8 --seeds ${SEEDS:-0 1 2} --eval-limit 32 --ckpt-every 500)
+parallel=$((gpus > 1 ? 7 * gpus / 2 : 3))  # 3-4 runs per GPU: one small run leaves most of an H200 idle
+ablation="python3 benchmarks/abl[a]tions.py"  # a pattern that matches the runs, not this script's own command
 
-if [ "$phase" = probe ]; then
-    # The dataset (kept while the machine stays warm) and the row that needs no training.
-    python3 benchmarks/ablations.py "${flags[@]}" --variants copy-condition
-    # Six short trainings side by side, as in the table call; their wall time gives the step rate.
-    probe_start=$(date +%s)
-    for i in 1 2 3 4 5 6; do
-        python3 -m diffusiongs.cli.main train --out /tmp/probe/$i --preset small --steps 150 --batch-size 16 \
-            --num-workers 2 --data "$work/data" --scene-data "$work/data" --resolution 64 --log-every 50 \
-            --ckpt-every 150 --image-every 0 --no-progress --step.loss.point-warmup-steps 0 \
-            > /tmp/probe_$i.log 2>&1 &
+progress() {  # each run's latest logged step, and the GPUs' load
+    for log in "$work"/runs/*/seed*/metrics.jsonl; do
+        [ -f "$log" ] && echo "$log: $(tail -n 1 "$log" | cut -c 1-100)"
     done
-    wait
-    echo "probe: 6 x 150 steps side by side in $(($(date +%s) - probe_start)) s (process start-up included)"
-    tail -n 3 /tmp/probe_1.log
-    mkdir -p "$OUT/probe" && cp "$work/ablations.md" "$work/ablations.json" "$OUT/probe/"
-elif [ "$phase" = sweep ]; then
+    nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader || true
+}
+
+wait_until() {  # sleep until $1 seconds after the call started, or until the ablation has ended
+    while [ $(($(date +%s) - start)) -lt "$1" ] && pgrep -f "$ablation" > /dev/null; do sleep 10; done
+}
+
+case $phase in
+start)
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    python3 -c "from gsplat.cuda._backend import _C"  # builds gsplat's extension once per machine
+    echo "gsplat ready after $(($(date +%s) - start)) s"
+    mkdir -p "$work"
+    rm -f "$work/STOP"
+    setsid nohup python3 benchmarks/ablations.py "${settings[@]}" --num-workers 3 --data-workers "$(nproc)" \
+        --parallel "$parallel" > "$work/ablation.log" 2>&1 &
+    wait_until "$2"
+    progress ;;
+wait)
+    wait_until "$2"
+    progress ;;
+drain)
+    touch "$work/STOP"  # ablations.py starts no run after this; the running ones finish and are scored
+    wait_until "$2"
+    progress ;;
+final)
+    pkill -f "$ablation" || true
+    pkill -f "diffusiongs.cli.mai[n] (train|evaluate)" || true
+    while pgrep -f "diffusiongs.cli.mai[n] (train|evaluate)" > /dev/null; do sleep 2; done
+    progress
+    python3 benchmarks/ablations.py "${settings[@]}" --parallel "$((gpus * 4))" --report-only \
+        > "$work/report.log" 2>&1 || true
+    tail -n 3 "$work/report.log"
+    cat "$work/ablations.md" 2>/dev/null || true
+    (cd "$work" && tar czf "$OUT/ablation_results.tgz" ablations.md ablations.json ablation.log report.log logs \
+        runs/*/seed*/metrics.jsonl eval) || true ;;
+sweep)
     # The demo model on 50 held-out objects (the seed no training set used), as in docs/DEMO_MODEL.md.
     python3 -m diffusiongs.cli.main data synth --out /tmp/eval --seed 12345 --objects 50 --res 128 \
-        --test-fraction 1 --val-fraction 0 --workers 16 --no-progress
+        --test-fraction 1 --val-fraction 0 --workers "$(nproc)" --no-progress
     python3 benchmarks/solver_sweep.py --checkpoint diffusiongs/assets/demo_model --data /tmp/eval \
-        --out "$OUT/sweep" --limit 50 --compile --no-progress
-else  # table
-    python3 benchmarks/ablations.py "${flags[@]}" --parallel 6
-    mkdir -p "$OUT/table" && cp "$work/ablations.md" "$work/ablations.json" "$OUT/table/"
-    tar czf "$OUT/table/ablation_reports.tgz" -C "$work" eval logs
-fi
+        --out "$OUT/sweep" --limit 50 --compile --no-progress ;;
+*)
+    echo "gpu_ablations.sh: unknown phase '$phase' (start, wait, drain, final or sweep)" >&2; exit 2 ;;
+esac
 echo "call done after $(($(date +%s) - start)) s"

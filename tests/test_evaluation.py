@@ -432,13 +432,26 @@ def test_ablation_table_gives_the_mean_and_a_t_interval_over_seeds():
     ablations = load_script("ablations")
     runs = [{"seed": s, "steps_reached": 10, "train_minutes": 1.0,
              "summary": {"metrics": {"psnr": p, "ssim": 0.5, "lpips": 0.2, "fd_vgg": 3.0, "chamfer": 0.1,
-                                     "f_score": 0.3, "psnr_by_view": {"4": p + 1, "8": p - 1, "12": p + 1}}}}
+                                     "f_score": 0.3, "psnr_by_view": {"4": p + 1, "8": p - 1, "12": p + 1}}},
+             "item_psnr": {"a": p, "b": p + 2}}
             for s, p in enumerate((14.0, 15.0, 16.0))]
     mean, half = ablations.mean_and_ci([r["summary"]["metrics"]["psnr"] for r in runs])
     assert mean == pytest.approx(15.0) and half == pytest.approx(4.303 * 1.0 / math.sqrt(3))
     assert ablations.front_psnr(runs[0]["summary"]) == pytest.approx(15.0)  # views 4 and 12 are 90 degrees away
-    cells = ablations.table_row("x", {"runs": runs})
+    cells = ablations.table_row("x", {"runs": runs}, {"a": 10.0, "b": 13.0})
     assert cells[1] == "15.00 ± 2.48" and cells[-3:] == ["3", "10", "1.0"]
+    # paired by object over the seeds' mean: gains 5 and 4 -> 4.5 ± t(1) * 0.707 / sqrt(2)
+    assert cells[2] == f"4.50 ± {12.706 * math.sqrt(0.5) / math.sqrt(2):.2f}"
+    # the change from the row it adds to, paired by object: the layouts against the orbit full model
+    rows = [{"name": n, "runs": [{"item_psnr": {"a": a, "b": b}}]} for n, a, b in
+            [("baseline", 10.0, 12.0), ("diffusion", 11.0, 12.0), ("rppc", 12.0, 13.0), ("constrained-views", 9.0, 9.0),
+             ("random-views", 12.0, 14.0), ("copy-condition", 0.0, 0.0)]]
+    references = ablations.reference_rows(rows)
+    assert {k: v["name"] for k, v in references.items()} == {
+        "diffusion": "baseline", "rppc": "diffusion", "constrained-views": "rppc", "random-views": "rppc"}
+    cells = ablations.table_row("r", rows[4], {"a": 10.0, "b": 10.0}, references["random-views"])
+    assert cells[2] == "3.00 ± 12.71"  # gains 2 and 4: t(1) * sqrt(2) / sqrt(2)
+    assert cells[3] == "0.50 ± 6.35 vs rppc"  # changes 0 and 1
 
 
 def test_ablation_tables_from_several_calls_merge_in_table_order(tmp_path):
@@ -460,7 +473,7 @@ def test_ablation_tables_from_several_calls_merge_in_table_order(tmp_path):
     table = (tmp_path / "m" / "ablations.md").read_text()
     assert table.index("| BASELINE |") < table.index("| RPPC |") < table.index("| COPY-CONDITION |")
     half = 12.706 * math.sqrt(0.5) / math.sqrt(2)
-    assert f"| RPPC | 20.50 ± {half:.2f} | n/a | 0.9000 ± 0.0000 | n/a | n/a | 0.1000 ± 0.0000 |" in table
+    assert f"| RPPC | 20.50 ± {half:.2f} | n/a | n/a | n/a | 0.9000 ± 0.0000 | n/a | n/a | 0.1000 ± 0.0000 |" in table
     assert "training seeds [0, 1]" in table
     other = ablations.AblationConfig(out=tmp_path / "c", steps=5)
     ablations.write_tables(other, [], [], [], run_info)
@@ -504,3 +517,18 @@ def test_ablations_run_end_to_end_on_cpu(tmp_path):
     assert all(r["steps_reached"] == 2 for row in payload["rows"][:-1] for r in row["runs"])
     table = (out / "ablations.md").read_text()
     assert "| + RPPC instead of Plücker (full model, orbit layout) |" in table and "diffusiongs train" in table
+    # a third seed that never ran: --report-only trains nothing, keeps the finished seeds and names the others
+    report = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ablations.py"), "--out", str(out), "--preset",
+                             "tiny", "--resolution", "32", "--steps", "2", "--eval-limit", "1", "--eval-steps", "2",
+                             "--seeds", "0", "1", "2", "--variants", "rppc", "--report-only"],
+                            check=True, cwd=ROOT, capture_output=True, text=True).stdout
+    assert "left out, not trained to 2 steps: rppc seed 2 (0 steps)" in report
+    payload = json.loads((out / "ablations.json").read_text())
+    assert [r["seed"] for r in payload["rows"][0]["runs"]] == [0, 1]
+    assert not (out / "runs" / "rppc" / "seed2").exists()
+    # OUT/STOP: an invocation starts no new run
+    (out / "STOP").touch()
+    stopped = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ablations.py"), "--out", str(out),
+                              "--preset", "tiny", "--resolution", "32", "--steps", "2", "--seeds", "3",
+                              "--variants", "rppc"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert "rppc seed 3: not started" in stopped and not (out / "runs" / "rppc" / "seed3").exists()
