@@ -426,6 +426,10 @@ def test_ablation_variants_use_real_train_and_evaluate_flags(tmp_path):
     assert "mixed" not in {v.name for v in ablations.variants(replace(cfg, mixed=False))}
     baseline = tyro.cli(EvaluateArgs, args=ablations.eval_command(cfg, ablations.COPY_BASELINE, None)[1:])
     assert baseline.baseline == "copy-condition" and baseline.protocol.resolution == 64
+    synth_args = tyro.cli(SynthConfig, args=ablations.synth_command(cfg)[2:])
+    assert (synth_args.objects, synth_args.scenes, synth_args.output.res) == (400, 100, 64)
+    with pytest.raises(InputError, match="unknown"):
+        ablations.variants(replace(cfg, variants=("rppc", "nope")))
 
 
 def test_ablation_table_gives_the_mean_and_a_t_interval_over_seeds():

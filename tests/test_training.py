@@ -167,11 +167,14 @@ def test_init_from_a_model_of_another_layout_says_so_in_one_line(tmp_path, capsy
 
 
 def test_ema_warmup_forgets_the_initialisation_at_any_run_length():
-    """With the warm-up the initial weights' share of the EMA after s steps is prod_k (1+k)/(10+k) = 10! s! /
-    (s+9)! ~ 3.6e6 / s^9: negligible after a few dozen steps, whatever the decay; without it, 0.9999^s."""
+    """With the warm-up the initial weights' share of the EMA after s steps is prod_{k=1..s} (1+k)/(10+k) =
+    10! (s+1)! / (s+10)! ~ 3.6e6 / s^9: negligible after a few dozen steps, whatever the decay; without it,
+    0.9999^s."""
     warm = OptimConfig(ema_decay=0.9999)
     share = math.prod(ema_decay_at(s, warm) for s in range(1, 101))
-    assert share == pytest.approx(math.factorial(10) * math.factorial(100) / math.factorial(109), rel=1e-9)
+    # 100 float64 factors, each rounded once: relative error <= 100 * 2^-53 ~ 1e-14 (abs=0: the share is ~2e-12)
+    expected = math.factorial(10) * math.factorial(101) / math.factorial(110)
+    assert share == pytest.approx(expected, rel=1e-12, abs=0)
     assert ema_warning(warm, 1000) is None
     cold = OptimConfig(ema_decay=0.9999, ema_warmup=False)
     assert ema_decay_at(5, cold) == 0.9999
