@@ -185,6 +185,8 @@ def test_many_images_load_the_model_once_and_skip_what_cannot_be_used(tmp_path, 
     assert sorted(p.name for p in out.iterdir()) == ["a", "a-2", "b"]
     assert all((out / name / "gaussians.ply").is_file() for name in ("a", "a-2", "b"))
     assert json.loads((out / "b" / "meta.json").read_text())["foreground"] == "u2netp"
+    timings = [json.loads((out / name / "meta.json").read_text())["timings"] for name in ("a", "a-2", "b")]
+    assert sum("load_model_s" in t for t in timings) == 1  # the one load is charged to one image, not to each
     skipped = [line for line in captured.err.splitlines() if "skipped" in line]
     assert len(skipped) == 2 and any("broken.png" in line for line in skipped)
     assert any("missing.png: file not found" in line for line in skipped)

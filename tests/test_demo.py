@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from diffusiongs.cli.main import entrypoint
-from diffusiongs.demo.runner import PLY_FILTER, VIEWER_SCALE, DemoRunner, DemoSettings, for_splat_viewer
+from diffusiongs.demo.runner import VIEWER_SCALE, DemoRunner, DemoSettings, for_splat_viewer
 from diffusiongs.errors import InputError
 from diffusiongs.gaussians import Gaussians, load_ply
 from diffusiongs.inference.mesh import MeshConfig
-from diffusiongs.inference.pipeline import Pipeline
+from diffusiongs.inference.pipeline import ExportFilter, Pipeline
 from diffusiongs.render.projection import covariances
 from diffusiongs.system import DiffusionGS, preset
 from diffusiongs.system.io import export_model
@@ -42,7 +42,7 @@ def test_one_generation_writes_what_the_page_shows(runner):
     with Image.open(out.condition) as condition:
         assert condition.size == (runner.pipeline.cfg.resolution,) * 2
     gaussians = load_ply(out.gaussians)
-    assert gaussians.num_gaussians > 0 and bool((gaussians.opacities > PLY_FILTER.min_opacity).all())
+    assert gaussians.num_gaussians > 0 and bool((gaussians.opacities > ExportFilter().min_opacity).all())
     assert load_ply(out.viewer).num_gaussians == gaussians.num_gaussians
     assert sum(1 for _ in iio.imiter(out.video, plugin="FFMPEG")) == 4
     assert isinstance(trimesh.load(out.mesh, file_type="glb"), trimesh.Scene)

@@ -215,6 +215,8 @@ def test_generate_scene_from_python_with_a_trajectory_or_own_cameras(tmp_path, t
     result = pipeline.generate_scene(image, SceneCameraConfig(trajectory="forward"), cfg,
                                      progress=lambda done, total: reports.append(done))
     assert reports == [1, 2] and result.domain == "scene" and result.views.shape == (4, 3, 32, 32)
+    # the web demo's preview of a scene photo is the view the model got (cropped, not padded)
+    assert torch.equal(pipeline.scene_condition(image).rgb, result.condition.rgb)
     rig = result.path.rig_cameras
     assert torch.equal(result.cameras.c2w, rig.c2w)
     assert_condition_gaussians_on_their_pixels(result.gaussians.means, 0, rig.c2w[0], rig.K[0], 32)

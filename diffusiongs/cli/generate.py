@@ -263,9 +263,10 @@ def _bar(total: int, desc: str, unit: str, enabled: bool) -> tqdm:
                 dynamic_ncols=True)
 
 
-def run_job(pipeline: Pipeline, job: Job, args: GenerateArgs, label: str, load_s: float,
+def run_job(pipeline: Pipeline, job: Job, args: GenerateArgs, label: str, load_s: float | None,
             domain: Domain = "object") -> dict:
-    """Generate one image and write its files; returns its meta.json."""
+    """Generate one image and write its files; returns its meta.json. ``load_s``: the model's load time, for the
+    first image of a run only (None for the others, which did not wait for it)."""
     outputs = output_config(args)
     steps = 1 if pipeline.cfg.deterministic else args.steps
     with _bar(steps, f"{label}sampling", "step", args.progress) as bar:
@@ -273,7 +274,8 @@ def run_job(pipeline: Pipeline, job: Job, args: GenerateArgs, label: str, load_s
             result = pipeline.generate_scene(job.image, args.scene, generate_config(args), progress=_advance(bar))
         else:
             result = pipeline(job.image, generate_config(args), progress=_advance(bar))
-    result = replace(result, timings={"load_model_s": load_s, **result.timings})
+    if load_s is not None:
+        result = replace(result, timings={"load_model_s": load_s, **result.timings})
     video = "flythrough" if domain == "scene" else "turntable"
     with _bar(outputs.turntable_frames, f"{label}{video}", "frame", args.progress) as bar:
         return write_outputs(pipeline, result, job.out, outputs, progress=_advance(bar))
@@ -325,7 +327,7 @@ def main(argv: list[str]) -> int:
             label = "" if single else f"[{index + 1}/{len(jobs)}] {job.image.name}: "
             try:
                 check_output_folder(job.out)
-                meta = run_job(pipeline, job, args, label, load_s, domain)
+                meta = run_job(pipeline, job, args, label, load_s if done == 0 else None, domain)
             except InputError as err:
                 if single:
                     raise

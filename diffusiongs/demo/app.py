@@ -32,8 +32,8 @@ VIEWER_HEIGHT = 420
 """Pixels; the splat viewer's field of view grows with its canvas (see ``runner.VIEWER_SCALE``)."""
 INTRO = """# DiffusionGS
 
-Drop an image of one object: RGBA with a transparent background, or RGB (its background is removed when the
-`segment` extra is installed). The model predicts 3D Gaussians in a few denoising steps; a mesh is fused from
+Drop an image of one object: RGBA with a transparent background, or RGB (its background is removed by a small
+network shipped with the package). The model predicts 3D Gaussians in a few denoising steps; a mesh is fused from
 renders of them. Drag in the 3D views to turn the result."""
 
 
@@ -73,15 +73,14 @@ def build_app(runner: DemoRunner, examples: list[Path], defaults: DemoSettings =
 
     @_guarded
     def segment(upload: str | None, ratio: float, domain: str):
-        """The prepared input view, shown as soon as an image is dropped or picked (or a setting changes); a scene
-        photo is used whole, so it is shown as it is."""
+        """The prepared input view, shown as soon as an image is dropped or picked (or a setting changes): an object
+        segmented and recentred, a scene photo centre-cropped, as the model will get them."""
         if not upload:
             return None
         path = Path(upload)
-        background = "keep" if domain == "scene" else "auto"
         try:
-            condition = prepare_condition_image(path, resolution, PreprocessConfig(foreground_ratio=ratio,
-                                                                                   background=background))
+            condition = (runner.pipeline.scene_condition(path) if domain == "scene" else
+                         prepare_condition_image(path, resolution, PreprocessConfig(foreground_ratio=ratio)))
         except InputError as err:
             raise gr.Error(_readable(err, path)) from None
         return to_uint8(condition.rgb[None])[0]

@@ -16,21 +16,16 @@ from diffusiongs.diffusion import SamplerConfig
 from diffusiongs.diffusion.samplers import SamplerName
 from diffusiongs.errors import InputError
 from diffusiongs.gaussians import Gaussians, save_ply
-from diffusiongs.geometry import OrbitRig
-from diffusiongs.inference.media import to_uint8, turntable, write_image, write_video
+from diffusiongs.inference.media import to_uint8, write_image, write_video
 from diffusiongs.inference.mesh import MeshConfig, write_mesh
-from diffusiongs.inference.outputs import OutputConfig, render_fly_through
-from diffusiongs.inference.pipeline import ExportFilter, GenerateConfig, Pipeline
+from diffusiongs.inference.outputs import OutputConfig, render_fly_through, render_turntable
+from diffusiongs.inference.pipeline import GenerateConfig, Pipeline
 from diffusiongs.inference.preprocess import PreprocessConfig
 from diffusiongs.inference.scene import SceneCameraConfig
 
 MAX_STEPS = 200
 """Upper end of the page's step setting (the paper samples with 30)."""
 
-PLY_FILTER = ExportFilter(min_opacity=MeshConfig.min_opacity)
-"""The page's PLY keeps the Gaussians above the official exporter's opacity cut (and drops those clamped onto the
-clip box, as `generate` does): the browser's splat viewer draws every Gaussian it gets, and a result holds tens of
-thousands of nearly transparent ones."""
 
 VIEWER_SCALE = 0.5
 """Gradio's splat viewer (gsplat.js) looks from distance 5 with a fixed focal length of 1132 px, which for a
@@ -91,7 +86,7 @@ class DemoOutputs:
     condition: Path
     """The prepared input view: background removed, object recentred, on white (PNG)."""
     gaussians: Path
-    """3DGS PLY, in the object's world frame (z up), Gaussians above :data:`PLY_FILTER`'s opacity."""
+    """3DGS PLY, in the object's world frame (z up), pruned as `generate` prunes (``GenerateConfig.export``)."""
     viewer: Path
     """The same Gaussians for the page's splat viewer (:func:`for_splat_viewer`)."""
     video: Path | None
@@ -111,8 +106,6 @@ class DemoRunner:
     frames: int = 36
     """Turntable frames (0: no video)."""
     mesh_cfg: MeshConfig = field(default_factory=MeshConfig)
-    turntable_rig: OrbitRig = field(default_factory=OrbitRig)
-    """The video's orbit: the object is in [-1, 1]^3 whatever the model's own rig."""
     _count: int = field(default=0, init=False, repr=False)
 
     def _new_folder(self, image: Path) -> Path:
@@ -133,7 +126,7 @@ class DemoRunner:
         scene = settings.domain == "scene"
         preprocess = PreprocessConfig(foreground_ratio=settings.foreground_ratio)
         cfg = GenerateConfig(sampler=SamplerConfig(name=settings.sampler, num_steps=settings.steps),
-                             seed=settings.seed, preprocess=preprocess, export=PLY_FILTER)
+                             seed=settings.seed, preprocess=preprocess)
         start = time.perf_counter()
 
         def sampling(done: int, total: int) -> None:
@@ -149,14 +142,14 @@ class DemoRunner:
         viewer = save_ply(result.gaussians if scene else for_splat_viewer(result.gaussians),
                           folder / "viewer" / "gaussians.ply")
         video = mesh = None
-        device = self.pipeline.device
-        if self.frames > 0:
+        if self.frames > 0:  # the videos of `generate`, with this many frames
             progress(0.7, "rendering the fly-through" if scene else "rendering the turntable")
-            frames = (render_fly_through(self.pipeline, result, OutputConfig(turntable_seconds=self.frames / 24))
-                      if scene else turntable(result.gaussians.to(device), self.turntable_rig, self.frames,
-                                              self.pipeline.cfg.resolution, self.pipeline.cfg.background))
-            video = write_video(to_uint8(frames), folder / ("flythrough.mp4" if scene else "turntable.mp4"))
+            video_cfg = OutputConfig(turntable_seconds=self.frames / OutputConfig.turntable_fps)
+            frames = (render_fly_through if scene else render_turntable)(self.pipeline, result, video_cfg)
+            video = write_video(to_uint8(frames), folder / ("flythrough.mp4" if scene else "turntable.mp4"),
+                                fps=video_cfg.turntable_fps)
         faces = ""
+        device = self.pipeline.device
         if settings.mesh and not scene:
             progress(0.85, "extracting the mesh")
             mesh_path = folder / "mesh.glb"

@@ -16,6 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from diffusiongs.data.images import composite_on_white
 from diffusiongs.data.types import Domain
 from diffusiongs.diffusion import NoiseSchedule, ProgressCallback, SamplerConfig, make_sampler, run_reverse_process
 from diffusiongs.errors import InputError
@@ -231,8 +232,7 @@ class Pipeline:
                              f"{list(self.cfg.denoiser.decoders)})")
         timings = {}
         start = time.perf_counter()
-        rgba, _ = read_rgba(image)
-        rgb = torch.from_numpy(rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])).permute(2, 0, 1).float()
+        rgb = read_scene_photo(image)
         num_noisy = self.cfg.num_noisy_views
         if isinstance(cameras, SceneCameraConfig):
             check_scene_config(cameras)
@@ -242,10 +242,17 @@ class Pipeline:
                              f"{num_noisy + 1} frames, got {len(cameras.rig)}")
         rgb, path = square_scene_view(rgb, cameras, self.cfg.resolution)
         path = path.normalized()
-        condition = ConditionImage(rgb=rgb.clamp(0, 1), alpha=torch.ones_like(rgb[:1]), foreground="none")
+        condition = _scene_condition(rgb)
         timings["preprocess_s"] = time.perf_counter() - start
         result = self._sample(condition, path.rig_cameras.to(self.device), cfg, "scene", image, timings, progress)
         return replace(result, path=path)
+
+    def scene_condition(self, image: ImageInput) -> ConditionImage:
+        """A scene photo as :meth:`generate_scene` gives it to the model (centre-cropped to a square and resampled;
+        the crop does not depend on the cameras), e.g. to show it before generating."""
+        rgb = read_scene_photo(image)
+        path = scene_path(SceneCameraConfig(), self.cfg.num_noisy_views, rgb.shape[-1], rgb.shape[-2])
+        return _scene_condition(square_scene_view(rgb, path, self.cfg.resolution)[0])
 
     def _sample(self, condition: ConditionImage, cameras: Cameras, cfg: GenerateConfig, domain: Domain,
                 image: ImageInput, timings: dict[str, float], progress: ProgressCallback | None) -> GenerationResult:
@@ -266,6 +273,16 @@ class Pipeline:
     def clip_box(self, domain: Domain) -> float | None:
         """The box the decoder of ``domain`` clamps centres into (None: none, as for scenes)."""
         return (self.cfg.object_decode if domain == "object" else self.cfg.scene_decode).clip_box
+
+
+def read_scene_photo(image: ImageInput) -> Float[Tensor, "3 h w"]:
+    """A scene photo in [0, 1], used whole (any transparency composited on white)."""
+    rgba = torch.from_numpy(read_rgba(image)[0]).permute(2, 0, 1).float()
+    return composite_on_white(rgba[:3], rgba[3:])
+
+
+def _scene_condition(rgb: Float[Tensor, "3 r r"]) -> ConditionImage:
+    return ConditionImage(rgb=rgb.clamp(0, 1), alpha=torch.ones_like(rgb[:1]), foreground="none")
 
 
 def _model_folder(folder: Path) -> Path:
