@@ -58,6 +58,13 @@ def test_a_non_archive_is_one_line_naming_the_file(tmp_path):
     path.write_bytes(b"not a zip")
     with pytest.raises(InputError, match="bad.mesh.npz: not a readable"):
         read_mesh(path)
+    # an archive missing one part's array: still one line naming the file
+    write_mesh(path, RenderMesh((textured_box_part(),)), max_texture_size=16)
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files if k != "p0_faces"}
+    np.savez_compressed(path, **arrays)
+    with pytest.raises(InputError, match="bad.mesh.npz: damaged .* archive .*p0_faces"):
+        read_mesh(path)
 
 
 def test_simplify_caps_the_faces_and_keeps_vertex_attributes():

@@ -21,12 +21,12 @@ from diffusiongs.data.dl3dv import ColmapSceneReader
 from diffusiongs.data.gobjaverse import GObjaverseReader
 from diffusiongs.data.images import center_crop_square, resize_example
 from diffusiongs.data.mvimgnet import MVImgNetReader
-from diffusiongs.data.normalize import normalize_scene_cameras, transform_world
+from diffusiongs.data.normalize import normalize_scene_cameras
 from diffusiongs.data.re10k import Re10kChunkReader, Re10kJsonReader
 from diffusiongs.data.sources import SourceConfig
 from diffusiongs.data.store import NativeReader
 from diffusiongs.errors import InputError
-from diffusiongs.geometry.camera import Cameras, look_at, orbit_cameras
+from diffusiongs.geometry.camera import Cameras, look_at, orbit_cameras, transform_world
 from diffusiongs.geometry.rays import pixel_rays
 
 

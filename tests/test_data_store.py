@@ -1,6 +1,7 @@
 """This project's dataset format, its reader, and the training datasets on top of it (no GL needed)."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from diffusiongs.data.store import (
 )
 from diffusiongs.data.types import TrainingBatch
 from diffusiongs.errors import InputError
-from diffusiongs.geometry.camera import Cameras, look_at, orbit_cameras, random_sphere_cameras
+from diffusiongs.geometry.camera import Cameras, look_at, orbit_cameras, random_sphere_cameras, ring_cameras
 from diffusiongs.geometry.layout import ViewLayout
 
 
@@ -195,6 +196,24 @@ def test_a_few_short_items_are_logged_and_most_short_items_refused(tmp_path, cap
     write_objects(tmp_path / "all_short", [4, 5, 3])
     with pytest.raises(InputError, match="all_short: items have at most 5 training views"):
         check_view_counts(MultiViewDataset(NativeReader(tmp_path / "all_short"), sample), "all_short")
+
+
+def test_items_without_exact_orbit_rigs_are_named_before_orbit_training(tmp_path, caplog):
+    sample = SampleConfig(resolution=16, num_noisy=3, num_novel=2)  # the orbit layout, the default
+    write_objects(tmp_path / "random", [12, 12, 12])  # random viewpoints: no view set is an exact orbit rig
+    check_view_counts(MultiViewDataset(NativeReader(tmp_path / "random"), sample), "random")
+    assert "random: only 0 of 3 checked items hold an exact orbit rig" in caplog.text
+    caplog.clear()
+    rings = ring_cameras(2, 8, 3.0, 50.0, 16, torch.Generator().manual_seed(0), (0.0, 40.0))  # the last 2: eval
+    for k in range(3):
+        write_item(item_dir(tmp_path / "rings", "object", f"obj{k}"), f"obj{k}", "object",
+                   fake_views(16, 16, k, cameras=rings))
+    build_manifest(tmp_path / "rings", val_fraction=0.0, test_fraction=0.0)
+    check_view_counts(MultiViewDataset(NativeReader(tmp_path / "rings"), sample), "rings")
+    assert "exact orbit rig" not in caplog.text
+    constrained = replace(sample, layout=ViewLayout(mode="constrained"))
+    check_view_counts(MultiViewDataset(NativeReader(tmp_path / "random"), constrained), "random")
+    assert "exact orbit rig" not in caplog.text  # only the orbit layout asks for them
 
 
 def test_scene_samples_are_renormalised(tmp_path):

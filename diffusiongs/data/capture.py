@@ -71,7 +71,8 @@ class OutputConfig:
 
 def object_cameras(config: ObjectCameraConfig, resolution: int, rng: np.random.Generator
                    ) -> tuple[Cameras, tuple[str, ...]]:
-    """``views`` random cameras plus the ``orbit_views`` evaluation orbit, and each view's group."""
+    """``views`` training cameras (rings of evenly spaced azimuths or random, ``view_sampling``) plus the
+    ``orbit_views`` evaluation orbit, and each view's group."""
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     if config.view_sampling == "rings":
         train_views = ring_cameras(config.views // config.ring_views, config.ring_views, config.radius, config.fov_deg,

@@ -22,7 +22,7 @@ from diffusiongs.data.images import center_crop_square, resize_example
 from diffusiongs.data.normalize import condition_azimuth_frame, normalize_scene_cameras
 from diffusiongs.data.reader import MultiViewReader
 from diffusiongs.data.types import Domain, MultiViewExample, TrainingBatch, collate_examples
-from diffusiongs.data.view_selection import select_views
+from diffusiongs.data.view_selection import holds_orbit_rig, select_views
 from diffusiongs.errors import InputError
 from diffusiongs.geometry.camera import Cameras
 from diffusiongs.geometry.layout import ViewLayout
@@ -114,6 +114,19 @@ CHECKED_ITEMS = 64
 cameras.json would take minutes for a large dataset, and items made by one job share their view count."""
 
 
+def _warn_without_orbit_rigs(cameras: list[Cameras], cfg: SampleConfig, name: str) -> None:
+    """The orbit layout trains on exact rigs only where an item's views hold them (e.g. rings of evenly spaced
+    azimuths); elsewhere a sample falls back to the nearest views, so say when most items are like that."""
+    if cfg.layout.mode != "orbit" or not cameras:
+        return
+    exact = sum(holds_orbit_rig(c, cfg.num_noisy, cfg.layout) for c in cameras)
+    if exact * 2 <= len(cameras):
+        log.warning("%s: only %d of %d checked items hold an exact orbit rig (N = %d views at 360k/(N+1) degrees of "
+                    "azimuth, same distance); their samples use the nearest views instead. Render them with "
+                    "`--view-sampling rings` and --ring-views a multiple of N + 1 for exact rigs",
+                    name, exact, len(cameras), cfg.num_noisy)
+
+
 def check_view_counts(dataset: MultiViewDataset, name: str, max_items: int = CHECKED_ITEMS) -> None:
     """Refuse, before training starts, a dataset whose items cannot give a sample's 1 + N + M views.
 
@@ -131,18 +144,20 @@ def check_view_counts(dataset: MultiViewDataset, name: str, max_items: int = CHE
     remedy = "lower --num-novel (or --num-noisy) or re-render the items with more --views"
     count = min(max_items, len(dataset))
     indices = sorted({round(k * (len(dataset) - 1) / max(count - 1, 1)) for k in range(count)})
-    views: list[int] = []
+    cameras: list[Cameras] = []
     errors: list[str] = []
     for index in indices:
         try:
-            views.append(dataset.reader.cameras(index).batch_shape[0])
+            cameras.append(dataset.reader.cameras(index))
         except InputError as err:
             errors.append(str(err))
+    views = [c.batch_shape[0] for c in cameras]
     usable = sum(v >= needed for v in views)
     if usable * 2 > len(indices):
         if usable < len(indices):
             log.warning("%s: %d of %d checked items are unreadable or have fewer than %d training views; training "
                         "skips them", name, len(indices) - usable, len(indices), needed)
+        _warn_without_orbit_rigs([c for c in cameras if c.batch_shape[0] >= needed], cfg, name)
         return
     if views and max(views) < needed:
         most = f"{views[0]}" if min(views) == max(views) else f"at most {max(views)}"

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from diffusiongs.data.gl import Material, MeshPart, RenderMesh
+from diffusiongs.data.store import atomic_write_bytes
 from diffusiongs.errors import InputError
 
 FORMAT = "diffusiongs-mesh"
@@ -81,10 +82,7 @@ def write_mesh(path: Path, mesh: RenderMesh, max_texture_size: int = 256) -> int
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)
+    atomic_write_bytes(path, buffer.getvalue())
     return len(buffer.getvalue())
 
 
@@ -99,20 +97,25 @@ def read_mesh(path: Path) -> RenderMesh:
     if header.get("format") != FORMAT or header.get("version") != FORMAT_VERSION:
         raise InputError(f"{path}: expected {FORMAT} version {FORMAT_VERSION}, got {header.get('format')} "
                          f"{header.get('version')}")
+    try:
+        return RenderMesh(tuple(_read_part(arrays, i, material) for i, material in enumerate(header["materials"])))
+    except (OSError, ValueError, KeyError) as err:  # a missing or damaged array of one part
+        raise InputError(f"{path}: damaged {FORMAT} archive ({type(err).__name__}: {err})") from err
+
+
+def _read_part(arrays: dict[str, np.ndarray], i: int, material: dict) -> MeshPart:
+    """Part ``i`` of an archive's arrays."""
+    p = f"p{i}_"
+    positions = _dequantise(arrays[p + "positions"], np.full(3, -1.0), np.full(3, 1.0))
+    normals = arrays[p + "normals"].astype(np.float32) / 127
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    colors = np.broadcast_to(arrays[p + "colors"].astype(np.float32) / 255, (len(positions), 4)).copy()
+    uvs = texture = None
+    if p + "texture" in arrays:
+        lo, hi = arrays[p + "uv_range"]
+        uvs = _dequantise(arrays[p + "uvs"], lo, hi)
+        texture = np.asarray(Image.open(io.BytesIO(arrays[p + "texture"].tobytes())).convert("RGBA"))
     known = {f.name for f in fields(Material)}
-    parts = []
-    for i, material in enumerate(header["materials"]):
-        p = f"p{i}_"
-        positions = _dequantise(arrays[p + "positions"], np.full(3, -1.0), np.full(3, 1.0))
-        normals = arrays[p + "normals"].astype(np.float32) / 127
-        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-        colors = np.broadcast_to(arrays[p + "colors"].astype(np.float32) / 255, (len(positions), 4)).copy()
-        uvs = texture = None
-        if p + "texture" in arrays:
-            lo, hi = arrays[p + "uv_range"]
-            uvs = _dequantise(arrays[p + "uvs"], lo, hi)
-            texture = np.asarray(Image.open(io.BytesIO(arrays[p + "texture"].tobytes())).convert("RGBA"))
-        parts.append(MeshPart(positions, normals.astype(np.float32), arrays[p + "faces"].astype(np.uint32), colors,
-                              Material(**{k: tuple(v) if isinstance(v, list) else v
-                                          for k, v in material.items() if k in known}), uvs=uvs, texture=texture))
-    return RenderMesh(tuple(parts))
+    return MeshPart(positions, normals.astype(np.float32), arrays[p + "faces"].astype(np.uint32), colors,
+                    Material(**{k: tuple(v) if isinstance(v, list) else v for k, v in material.items()
+                                if k in known}), uvs=uvs, texture=texture)

@@ -32,10 +32,10 @@ from PIL import Image
 
 from diffusiongs.data.colmap import ColmapModel, find_model, read_model
 from diffusiongs.data.images import composite_on_white, crop_resize_intrinsics, decode_image, decode_mask
-from diffusiongs.data.normalize import rotation_between, transform_world
+from diffusiongs.data.normalize import rotation_between
 from diffusiongs.data.types import MultiViewExample
 from diffusiongs.errors import InputError
-from diffusiongs.geometry.camera import Cameras
+from diffusiongs.geometry.camera import Cameras, transform_world
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """Camera normalisation: the world frames of docs/conventions.md, per domain.
 
-* Objects: centred and scaled into [-1, 1]^3 (readers find the object's box and apply :func:`transform_world`).
+* Objects: centred and scaled into [-1, 1]^3 (readers find the object's box and apply
+  :func:`~diffusiongs.geometry.camera.transform_world`).
 * Scenes: re-centred on the mean camera and scaled so that camera translations are at most 1/1.35, the
   RealEstate10K protocol of the official code (reference §5.3). The resulting world frame is the mean camera's
   OpenCV frame: x right, y down, z forward.
@@ -15,18 +16,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from diffusiongs.geometry.camera import transform_world
+
 SCENE_SCALE_FACTOR = 1.35
 """Translations are divided by 1.35 x their largest absolute coordinate (official RealEstate10K loader)."""
-
-
-def transform_world(c2w: Float[Tensor, "*batch 4 4"], rotation: Float[Tensor, "3 3"], translation: Float[Tensor, " 3"],
-                    scale: float) -> Float[Tensor, "*batch 4 4"]:
-    """Cameras after the world moves by ``x -> scale * (rotation @ x + translation)`` (a similarity transform)."""
-    rotation = rotation.to(c2w)
-    out = c2w.clone()
-    out[..., :3, :3] = rotation @ c2w[..., :3, :3]
-    out[..., :3, 3] = scale * ((rotation @ c2w[..., :3, 3:])[..., 0] + translation.to(c2w))
-    return out
 
 
 def condition_azimuth_frame(c2w: Float[Tensor, "view 4 4"]) -> Float[Tensor, "view 4 4"]:
@@ -45,7 +38,8 @@ def condition_azimuth_frame(c2w: Float[Tensor, "view 4 4"]) -> Float[Tensor, "vi
 def scene_world_transform(c2w: Float[Tensor, "view 4 4"], scale_factor: float = SCENE_SCALE_FACTOR
                           ) -> tuple[Float[Tensor, "3 3"], Float[Tensor, " 3"], float]:
     """The similarity transform of :func:`normalize_scene_cameras` as ``(rotation, translation, scale)`` for
-    :func:`transform_world` (float64), so that more cameras (a fly-through path) can be moved into the same frame."""
+    :func:`~diffusiongs.geometry.camera.transform_world` (float64), so that more cameras (a fly-through path) can
+    be moved into the same frame."""
     c2w = c2w.double()
     center = c2w[:, :3, 3].mean(0)
     forward = torch.nn.functional.normalize(c2w[:, :3, 2].mean(0), dim=0)

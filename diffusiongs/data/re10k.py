@@ -29,7 +29,7 @@ from jaxtyping import Float
 
 from diffusiongs.data.images import image_size
 from diffusiongs.data.scenes import load_scene_views, scene_cameras
-from diffusiongs.data.store import read_json
+from diffusiongs.data.store import atomic_write_bytes, read_json
 from diffusiongs.data.types import MultiViewExample
 from diffusiongs.errors import InputError
 from diffusiongs.geometry.camera import Cameras
@@ -100,8 +100,7 @@ def write_camera_file(path: Path, cameras: Cameras, timestamps: Sequence[int] | 
     for stamp, fxfycxcy, matrix in zip(stamps, intrinsics.tolist(), w2c[:, :3].reshape(-1, 12).tolist()):
         lines.append(" ".join([str(int(stamp)), *(f"{v:.9g}" for v in fxfycxcy), "0", "0",
                                *(f"{v:.9g}" for v in matrix)]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path
 
 

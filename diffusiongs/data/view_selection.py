@@ -80,7 +80,9 @@ def _rig_cosines(centers: np.ndarray, num_noisy: int, layout: ViewLayout, same_d
                  ) -> np.ndarray:
     """``[view c, N, view w]``: cosine of the angle between view w's centre and rig view k of condition c, -inf
     where w is c itself or (``same_distance_only``) the distances differ by more than 1 %."""
-    rotations = layout.rotations(torch.from_numpy(centers[0]), num_noisy)[1:].numpy()  # the same for every centre
+    if layout.mode == "constrained":  # its rig turns about an axis that depends on the condition camera
+        raise ValueError("_rig_cosines: the constrained layout's rig differs per condition view")
+    rotations = layout.rotations(torch.from_numpy(centers[0]), num_noisy)[1:].numpy()  # orbit/random: any centre
     unit = _unit(centers)
     cosines = np.einsum("kij,vj,wi->vkw", rotations, unit, unit)
     if same_distance_only:
@@ -107,11 +109,23 @@ def orbit_partners(centers: np.ndarray, num_noisy: int, layout: ViewLayout) -> t
     return partners, miss
 
 
-def _orbit(centers: np.ndarray, num_noisy: int, num_novel: int, layout: ViewLayout,
-           rng: np.random.Generator) -> ViewSelection:
+def exact_orbit_conditions(centers: np.ndarray, num_noisy: int, layout: ViewLayout
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """The views whose orbit rig is among the other views (every rig view matched within
+    :data:`EXACT_TOLERANCE_DEG` by a distinct view), and every view's ``[view, N]`` partners."""
     partners, miss = orbit_partners(centers, num_noisy, layout)
     distinct = np.array([len(set(row)) == num_noisy for row in partners.tolist()])
-    exact = np.flatnonzero((miss <= EXACT_TOLERANCE_DEG).all(1) & distinct)
+    return np.flatnonzero((miss <= EXACT_TOLERANCE_DEG).all(1) & distinct), partners
+
+
+def holds_orbit_rig(cameras: Cameras, num_noisy: int, layout: ViewLayout) -> bool:
+    """Whether some view of an item, taken as the condition, has its exact orbit rig among the item's views."""
+    return len(exact_orbit_conditions(cameras.centers.double().numpy(), num_noisy, layout)[0]) > 0
+
+
+def _orbit(centers: np.ndarray, num_noisy: int, num_novel: int, layout: ViewLayout,
+           rng: np.random.Generator) -> ViewSelection:
+    exact, partners = exact_orbit_conditions(centers, num_noisy, layout)
     satisfied = len(exact) > 0
     if satisfied:
         cond = int(rng.choice(exact))

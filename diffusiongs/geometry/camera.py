@@ -249,3 +249,13 @@ class OrbitRig:
 
     def cameras(self, num_views: int, resolution: int, start_azimuth_deg: float = 0.0) -> Cameras:
         return orbit_cameras(num_views, self.radius, self.elevation_deg, self.fov_deg, resolution, start_azimuth_deg)
+
+
+def transform_world(c2w: Float[Tensor, "*batch 4 4"], rotation: Float[Tensor, "3 3"], translation: Float[Tensor, " 3"],
+                    scale: float) -> Float[Tensor, "*batch 4 4"]:
+    """Cameras after the world moves by ``x -> scale * (rotation @ x + translation)`` (a similarity transform)."""
+    rotation = rotation.to(c2w)
+    out = c2w.clone()
+    out[..., :3, :3] = rotation @ c2w[..., :3, :3]
+    out[..., :3, 3] = scale * ((rotation @ c2w[..., :3, 3:])[..., 0] + translation.to(c2w))
+    return out

@@ -29,7 +29,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from diffusiongs.geometry.camera import WORLD_UP, Cameras
+from diffusiongs.geometry.camera import WORLD_UP, Cameras, transform_world
+from diffusiongs.geometry.path import rotation_exp
 
 ViewLayoutMode = Literal["orbit", "constrained", "random"]
 
@@ -63,7 +64,8 @@ class ViewLayout:
         truth was rendered.
         """
         c2w = condition.c2w.double()
-        turned = torch.stack([_rotate_camera(c2w, r) for r in self.rotations(c2w[:3, 3], num_noisy)])
+        rotations = self.rotations(c2w[:3, 3], num_noisy)
+        turned = transform_world(c2w.expand(len(rotations), 4, 4), rotations, torch.zeros(3, dtype=c2w.dtype), 1.0)
         return Cameras(turned.to(condition.c2w.dtype), condition.K.expand(num_noisy + 1, 3, 3).clone(),
                        condition.width, condition.height)
 
@@ -83,7 +85,7 @@ class ViewLayout:
             return torch.eye(3, dtype=center.dtype)
         up = torch.tensor(WORLD_UP, dtype=center.dtype)
         if self.mode in ("orbit", "random"):
-            return _axis_angle(up, 2 * math.pi * k / (num_noisy + 1))
+            return _axis_angle_rotation(up, 2 * math.pi * k / (num_noisy + 1))
         # The point at the rig angle from the condition camera, along an evenly spread bearing on the view sphere.
         position = torch.nn.functional.normalize(center, dim=0)
         towards_azimuth = _towards_azimuth(position)
@@ -94,8 +96,8 @@ class ViewLayout:
                                                                  + math.sin(bearing) * towards_up)
         # Reach it as an orbit camera would: turn about the up axis, then tilt about the camera's (horizontal)
         # right axis. Both keep a roll-free camera roll-free, as the training cameras are.
-        turn = _axis_angle(up, _azimuth(target) - _azimuth(position))
-        tilt = _axis_angle(_towards_azimuth(turn @ position), _elevation(position) - _elevation(target))
+        turn = _axis_angle_rotation(up, _azimuth(target) - _azimuth(position))
+        tilt = _axis_angle_rotation(_towards_azimuth(turn @ position), _elevation(position) - _elevation(target))
         return tilt @ turn
 
     def describe(self) -> str:
@@ -103,7 +105,10 @@ class ViewLayout:
         if self.mode == "constrained":
             return (f"constrained (theta1 {self.theta1_deg:g}, theta2 {self.theta2_deg:g}, phi1 {self.phi1_deg:g}, "
                     f"phi2 {self.phi2_deg:g} degrees; inference rig at {self.rig_angle_deg():.1f} degrees)")
-        return f"{self.mode} (noisy views at 360k/(N+1) degrees of azimuth from the condition view)"
+        if self.mode == "random":
+            return ("random (training draws the views at random; inference places the noisy views at 360k/(N+1) "
+                    "degrees of azimuth from the condition view)")
+        return "orbit (noisy views at 360k/(N+1) degrees of azimuth from the condition view)"
 
     def differs_from(self, other: ViewLayout) -> bool:
         """Whether two layouts place views differently (angles matter only in the constrained mode)."""
@@ -121,28 +126,17 @@ def _towards_azimuth(position: Float[Tensor, " 3"]) -> Float[Tensor, " 3"]:
     return torch.nn.functional.normalize(direction, dim=0)
 
 
+def _axis_angle_rotation(axis: Float[Tensor, " 3"], angle: float) -> Float[Tensor, "3 3"]:
+    """Rotation by ``angle`` radians about ``axis``."""
+    return rotation_exp(torch.nn.functional.normalize(axis, dim=0) * angle)
+
+
 def _azimuth(point: Float[Tensor, " 3"]) -> float:
     return math.atan2(float(point[1]), float(point[0]))
 
 
 def _elevation(point: Float[Tensor, " 3"]) -> float:
     return math.atan2(float(point[2]), math.hypot(float(point[0]), float(point[1])))
-
-
-def _axis_angle(axis: Float[Tensor, " 3"], angle: float) -> Float[Tensor, "3 3"]:
-    """Rotation by ``angle`` radians about ``axis`` (Rodrigues' formula)."""
-    k = torch.nn.functional.normalize(axis, dim=0)
-    cross = torch.zeros(3, 3, dtype=axis.dtype)
-    cross[0, 1], cross[0, 2], cross[1, 0], cross[1, 2], cross[2, 0], cross[2, 1] = -k[2], k[1], k[2], -k[0], -k[1], k[0]
-    return torch.eye(3, dtype=axis.dtype) + math.sin(angle) * cross + (1 - math.cos(angle)) * (cross @ cross)
-
-
-def _rotate_camera(c2w: Float[Tensor, "4 4"], rotation: Float[Tensor, "3 3"]) -> Float[Tensor, "4 4"]:
-    """The camera after the world turns by ``rotation`` about the origin."""
-    out = c2w.clone()
-    out[:3, :3] = rotation @ c2w[:3, :3]
-    out[:3, 3] = rotation @ c2w[:3, 3]
-    return out
 
 
 SCENE_SELECTION = ViewLayout(mode="random")

@@ -23,11 +23,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from diffusiongs.data.images import center_crop_square, resize_example
-from diffusiongs.data.normalize import scene_world_transform, transform_world
+from diffusiongs.data.normalize import scene_world_transform
 from diffusiongs.data.re10k import camera_rows_to_w2c_K, read_camera_file
 from diffusiongs.data.types import MultiViewExample
 from diffusiongs.errors import InputError
-from diffusiongs.geometry.camera import Cameras, focal_from_fov, look_at
+from diffusiongs.geometry.camera import Cameras, focal_from_fov, look_at, transform_world
 from diffusiongs.geometry.path import interpolate_poses
 
 SceneTrajectory = Literal["orbit", "forward"]
