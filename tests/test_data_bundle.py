@@ -2,6 +2,7 @@
 
 import json
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -124,10 +125,21 @@ def test_bundle_skips_and_logs_a_broken_mesh(tmp_path):
     folder.mkdir()
     trimesh.creation.icosphere(1).export(folder / "good.glb")
     (folder / "broken.glb").write_bytes(b"glTF garbage")
-    index = run_bundle(BundleConfig(sources=(folder,), out=tmp_path / "b", folder_license="CC0", progress=False))
-    assert [m["id"] for m in index["meshes"]] == ["meshes__good"]
-    failures = [json.loads(line) for line in (tmp_path / "b" / "failures.jsonl").read_text().splitlines()]
-    assert [f["item"] for f in failures] == ["meshes__broken"]
+    cfg = BundleConfig(sources=(folder,), out=tmp_path / "b", folder_license="CC0", progress=False)
+    for _ in range(2):  # a rerun tries the broken mesh again and lists it once, not once per run
+        index = run_bundle(cfg)
+        assert [m["id"] for m in index["meshes"]] == ["meshes__good"]
+        failures = [json.loads(line) for line in (tmp_path / "b" / "failures.jsonl").read_text().splitlines()]
+        assert [f["item"] for f in failures] == ["meshes__broken"]
+    other = folder.parent / "more"
+    other.mkdir()
+    trimesh.creation.box().export(other / "box.glb")
+    index = run_bundle(replace(cfg, sources=(other,), folder_license="CC-BY"))  # completing with another source
+    assert {m["id"] for m in index["meshes"]} == {"meshes__good", "more__box"}
+    assert {name: source["license"] for name, source in index["sources"].items()} == {"meshes": "CC0",
+                                                                                       "more": "CC-BY"}
+    with pytest.raises(InputError, match="the bundle was made with"):
+        run_bundle(replace(cfg, max_faces=500))
     assert entrypoint(["data", "bundle", str(tmp_path / "missing.sh3f"), "--out", str(tmp_path / "c")]) == 2
 
 

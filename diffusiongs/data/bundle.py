@@ -36,7 +36,7 @@ from tqdm import tqdm
 from diffusiongs.data.gl import MeshPart, RenderMesh
 from diffusiongs.data.mesh_archive import SUFFIX, write_mesh
 from diffusiongs.data.meshes import UpAxis, load_mesh
-from diffusiongs.data.store import atomic_write_json, read_json
+from diffusiongs.data.store import atomic_write_bytes, atomic_write_json, read_json
 from diffusiongs.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 FORMAT = "diffusiongs-mesh-bundle"
 FORMAT_VERSION = 1
 INDEX_FILE = "bundle.json"
+FAILURES_FILE = "failures.jsonl"
+INDEX_EVERY = 50
+"""Meshes between two writes of the index while a bundle is made (a stopped run resumes from the last one)."""
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".dae", ".off", ".stl")
 
 
@@ -203,11 +206,25 @@ def run_bundle(cfg: BundleConfig) -> dict:
     if cfg.max_faces < 100 or cfg.max_texture_size < 8 or not 0 <= cfg.heldout_fraction < 1:
         raise InputError("data bundle: --max-faces >= 100, --max-texture-size >= 8, 0 <= --heldout-fraction < 1")
     index_path = cfg.out / INDEX_FILE
-    done = {m["id"]: m for m in read_json(index_path)["meshes"]} if index_path.is_file() else {}
-    sources: dict[str, dict] = {}
+    previous = read_json(index_path) if index_path.is_file() else {}
+    settings = {"max_faces": cfg.max_faces, "max_texture_size": cfg.max_texture_size,
+                "heldout_fraction": cfg.heldout_fraction}
+    if previous and previous.get("settings") != settings:
+        raise InputError(f"{index_path}: the bundle was made with {previous.get('settings')}, not {settings}; "
+                         "give a new --out (or the same settings to complete it)")
+    done = {m["id"]: m for m in previous.get("meshes", [])}
+    sources: dict[str, dict] = dict(previous.get("sources", {}))  # the finished meshes keep their licences
     failures = []
+    items: list[tuple[SourceMesh, UpAxis]] = []
+
+    def write_index() -> dict:
+        order = {item.mesh_id: i for i, (item, _) in enumerate(items)}
+        index = {"format": FORMAT, "version": FORMAT_VERSION, "sources": sources, "settings": settings,
+                 "meshes": sorted(done.values(), key=lambda m: order.get(m["id"], len(order)))}
+        atomic_write_json(index_path, index)
+        return index
+
     with tempfile.TemporaryDirectory() as tmp:
-        items: list[tuple[SourceMesh, UpAxis]] = []
         for number, path in enumerate(cfg.sources):
             if path.is_dir():
                 meshes, record = folder_meshes(path, cfg.folder_license)
@@ -218,25 +235,27 @@ def run_bundle(cfg: BundleConfig) -> dict:
             else:
                 raise InputError(f"{path}: no such file or folder")
             sources[meshes[0].source if meshes else _safe_id(path.stem)] = {**record, "meshes": len(meshes)}
-        for item, up_axis in tqdm(items, desc="bundle", unit="mesh", disable=not cfg.progress):
-            if item.mesh_id in done and (cfg.out / done[item.mesh_id]["file"]).is_file():
-                continue
-            try:
-                done[item.mesh_id] = _bundle_one(item, cfg, up_axis)
-            except Exception as err:  # one broken mesh must not stop the others: log it and go on
-                log.warning("skipping %s (%s): %s", item.mesh_id, item.path.name, err)
-                failures.append({"item": item.mesh_id, "file": str(item.path), "error": str(err),
-                                 "traceback": traceback.format_exc()})
-    order = {item.mesh_id: i for i, (item, _) in enumerate(items)}
-    index = {"format": FORMAT, "version": FORMAT_VERSION, "sources": sources,
-             "settings": {"max_faces": cfg.max_faces, "max_texture_size": cfg.max_texture_size,
-                          "heldout_fraction": cfg.heldout_fraction},
-             "meshes": sorted(done.values(), key=lambda m: order.get(m["id"], len(order)))}
-    cfg.out.mkdir(parents=True, exist_ok=True)
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        try:
+            for count, (item, up_axis) in enumerate(tqdm(items, desc="bundle", unit="mesh", disable=not cfg.progress)):
+                if item.mesh_id in done and (cfg.out / done[item.mesh_id]["file"]).is_file():
+                    continue
+                try:
+                    done[item.mesh_id] = _bundle_one(item, cfg, up_axis)
+                except Exception as err:  # one broken mesh must not stop the others: log it and go on
+                    log.warning("skipping %s (%s): %s", item.mesh_id, item.path.name, err)
+                    failures.append({"item": item.mesh_id, "file": str(item.path), "error": str(err),
+                                     "traceback": traceback.format_exc()})
+                if count % INDEX_EVERY == INDEX_EVERY - 1:  # a stopped run keeps what it made
+                    write_index()
+        finally:
+            index = write_index()
+    # This run's failures only: a mesh that failed before is tried again and listed again only if it fails again.
+    failure_log = cfg.out / FAILURES_FILE
     if failures:
-        with (cfg.out / "failures.jsonl").open("a") as f:
-            f.writelines(json.dumps(record) + "\n" for record in failures)
-    atomic_write_json(index_path, index)
+        atomic_write_bytes(failure_log, "".join(json.dumps(record) + "\n" for record in failures).encode())
+    else:
+        failure_log.unlink(missing_ok=True)
     return index
 
 
