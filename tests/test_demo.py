@@ -12,6 +12,7 @@ from PIL import Image
 
 from diffusiongs.cli.main import entrypoint
 from diffusiongs.demo.runner import VIEWER_SCALE, DemoRunner, DemoSettings, for_splat_viewer
+from diffusiongs.diffusion.schedule import NoiseSchedule, NoiseScheduleConfig
 from diffusiongs.errors import InputError
 from diffusiongs.gaussians import Gaussians, load_ply
 from diffusiongs.inference.mesh import MeshConfig
@@ -74,6 +75,14 @@ def test_without_mesh_or_frames_nothing_more_is_written(runner):
 def test_bad_settings_are_one_line_errors(runner, settings, message):
     with pytest.raises(InputError, match=message):
         runner.run(EXAMPLE, settings)
+
+
+def test_steps_are_limited_by_the_models_schedule(runner, monkeypatch):
+    short = NoiseSchedule(NoiseScheduleConfig(num_timesteps=50))  # a model trained with 50 noise levels
+    monkeypatch.setattr(runner.pipeline, "schedule", short)
+    assert runner.max_steps == 50
+    with pytest.raises(InputError, match=r"steps: 60 is outside 1\.\.50"):
+        runner.run(EXAMPLE, DemoSettings(steps=60))
 
 
 def test_bad_upload_is_an_error_naming_the_file(runner, tmp_path):

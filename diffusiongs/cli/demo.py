@@ -65,6 +65,7 @@ def main(argv: list[str]) -> int:
         raise InputError(f"{args.checkpoint}: a scene-only model; the demo makes objects from one image")
     out = args.out or Path(tempfile.mkdtemp(prefix="diffusiongs-demo-"))
     runner = DemoRunner(pipeline, out, frames=args.frames, mesh_cfg=args.mesh_options)
+    args.defaults.validate(runner.max_steps)  # again, now that the model's schedule is known
     examples = sorted(EXAMPLES_DIR.glob("*.png")) if EXAMPLES_DIR.is_dir() else []
     print(f"diffusiongs demo: model {args.checkpoint} on {device}; results in {out}")
     launch(build_app(runner, examples, args.defaults), args.host, args.port, [out, EXAMPLES_DIR])

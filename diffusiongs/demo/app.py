@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from diffusiongs.demo.runner import MAX_STEPS, DemoRunner, DemoSettings
+from diffusiongs.demo.runner import DemoRunner, DemoSettings
 from diffusiongs.diffusion.samplers import SamplerName
 from diffusiongs.errors import InputError
 from diffusiongs.inference.media import to_uint8
@@ -106,7 +106,7 @@ def build_app(runner: DemoRunner, examples: list[Path], defaults: DemoSettings =
                 image = gr.File(label="Image (PNG, JPEG, WebP)", file_types=["image"], elem_id="image-input")
                 with gr.Accordion("Settings", open=True):
                     sampler = gr.Dropdown(list(SAMPLERS), value=defaults.sampler, label="Sampler")
-                    steps = gr.Slider(1, MAX_STEPS, value=defaults.steps, step=1, label="Steps",
+                    steps = gr.Slider(1, runner.max_steps, value=defaults.steps, step=1, label="Steps",
                                       elem_id="steps")
                     seed = gr.Number(value=defaults.seed, precision=0, minimum=0, label="Seed")
                     ratio = gr.Slider(0.3, 1.0, value=defaults.foreground_ratio, step=0.05,

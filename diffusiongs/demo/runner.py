@@ -69,9 +69,10 @@ class DemoSettings:
     """``object``: background removed, the Gaussians of one object; ``scene``: the whole photo, the Gaussians of a
     room at the default scene cameras (``SceneCameraConfig``: an 8-degree orbit, 60-degree field of view)."""
 
-    def validate(self) -> None:
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise InputError(f"steps: {self.steps} is outside 1..{MAX_STEPS}")
+    def validate(self, max_steps: int = MAX_STEPS) -> None:
+        """``max_steps``: the most the model allows (:meth:`DemoRunner.max_steps`)."""
+        if not 1 <= self.steps <= max_steps:
+            raise InputError(f"steps: {self.steps} is outside 1..{max_steps}")
         if not 0 < self.foreground_ratio <= 1:
             raise InputError(f"foreground ratio: {self.foreground_ratio} is outside (0, 1]")
         if not 0 <= self.seed < 2**63:
@@ -108,6 +109,11 @@ class DemoRunner:
     mesh_cfg: MeshConfig = field(default_factory=MeshConfig)
     _count: int = field(default=0, init=False, repr=False)
 
+    @property
+    def max_steps(self) -> int:
+        """The page's step limit, within the model's noise schedule."""
+        return min(MAX_STEPS, self.pipeline.schedule.num_timesteps)
+
     def _new_folder(self, image: Path) -> Path:
         """The next free numbered folder (results of earlier runs in ``out_root`` are kept)."""
         self.out_root.mkdir(parents=True, exist_ok=True)
@@ -121,7 +127,7 @@ class DemoRunner:
     def run(self, image: str | Path, settings: DemoSettings = DemoSettings(),
             progress: Progress = _no_progress) -> DemoOutputs:
         """Generate from an image file; bad files and settings raise :class:`InputError` with a one-line message."""
-        settings.validate()
+        settings.validate(self.max_steps)
         image = Path(image)
         scene = settings.domain == "scene"
         preprocess = PreprocessConfig(foreground_ratio=settings.foreground_ratio)
