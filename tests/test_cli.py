@@ -15,17 +15,8 @@ from diffusiongs import __version__
 from diffusiongs.cli.main import entrypoint
 from diffusiongs.gaussians import load_ply
 from diffusiongs.inference import Pipeline
-from diffusiongs.system import DiffusionGS, preset
-from diffusiongs.system.io import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = DiffusionGS(preset("tiny"))
-    return export_model(tmp_path_factory.mktemp("model") / "tiny", model.cfg, model, torch.float16)
 
 
 def rgba_image(path: Path) -> Path:

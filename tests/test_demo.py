@@ -18,19 +18,14 @@ from diffusiongs.gaussians import Gaussians, load_ply
 from diffusiongs.inference.mesh import MeshConfig
 from diffusiongs.inference.pipeline import ExportFilter, Pipeline
 from diffusiongs.render.projection import covariances
-from diffusiongs.system import DiffusionGS, preset
-from diffusiongs.system.io import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "images" / "checker_cube.png"
 
 
 @pytest.fixture(scope="module")
-def runner(tmp_path_factory) -> DemoRunner:
-    torch.manual_seed(0)
-    model = DiffusionGS(preset("tiny"))
-    folder = export_model(tmp_path_factory.mktemp("model") / "tiny", model.cfg, model, torch.float16)
-    return DemoRunner(Pipeline.from_pretrained(folder, device="cpu"), tmp_path_factory.mktemp("results"), frames=4,
+def runner(tmp_path_factory, tiny_model) -> DemoRunner:
+    return DemoRunner(Pipeline.from_pretrained(tiny_model, device="cpu"), tmp_path_factory.mktemp("results"), frames=4,
                       mesh_cfg=MeshConfig(resolution=24, views=6, image_size=32, min_opacity=0.0))
 
 

@@ -29,8 +29,6 @@ from diffusiongs.inference.mesh import (
 )
 from diffusiongs.metrics import chamfer_distance
 from diffusiongs.render.config import EXTEND_MAX, RenderConfig
-from diffusiongs.system import DiffusionGS, preset
-from diffusiongs.system.io import export_model
 
 trimesh = pytest.importorskip("trimesh")
 pytest.importorskip("skimage")
@@ -171,13 +169,6 @@ def test_missing_libraries_name_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_skimage)
     with pytest.raises(InputError, match=r"pip install 'diffusiongs\[mesh\]'"):
         mesh_module.require_mesh_extra()
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = DiffusionGS(preset("tiny"))
-    return export_model(tmp_path_factory.mktemp("model") / "tiny", model.cfg, model, torch.float16)
 
 
 def test_generate_mesh_writes_a_glb_next_to_the_ply(tmp_path, tiny_model):

@@ -32,8 +32,6 @@ from diffusiongs.inference.scene import (
     square_scene_view,
     trajectory_path,
 )
-from diffusiongs.system import DiffusionGS, preset
-from diffusiongs.system.io import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
 ROOM_CAMERAS = ROOT / "examples" / "cameras" / "room.txt"
@@ -41,13 +39,6 @@ KEEP_ALL = ExportFilter(min_opacity=0.0, drop_clipped=False)
 
 # float32 camera values of size O(1-10) carry ~1e-6 of rounding; a few operations in float64 add nothing visible.
 CAMERA_ATOL = 1e-5
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = DiffusionGS(preset("tiny"))  # both decoders, 32 px, N = 3
-    return export_model(tmp_path_factory.mktemp("model") / "tiny", model.cfg, model)
 
 
 def walk(num: int = 10, seed: int = 0) -> Cameras:
@@ -186,10 +177,10 @@ def test_fly_through_starts_at_the_photo_and_goes_past_the_denoised_views():
 # Generation
 # ---------------------------------------------------------------------------------------------------------------
 
-def test_generate_domain_scene_writes_a_fly_through_and_a_ply_in_the_frame_of_its_cameras(tmp_path, tiny_model):
+def test_generate_domain_scene_writes_a_fly_through_and_a_ply_in_the_frame_of_its_cameras(tmp_path, tiny_model_f32):
     write_camera_file(tmp_path / "cams.txt", walk())
     out = tmp_path / "out"
-    code = generate(photo(tmp_path / "room.jpg"), "--checkpoint", tiny_model, "--domain", "scene", "--cameras",
+    code = generate(photo(tmp_path / "room.jpg"), "--checkpoint", tiny_model_f32, "--domain", "scene", "--cameras",
                     tmp_path / "cams.txt", "--frames", 2, 0, 4, 6, "--out", out, "--steps", 2, "--min-opacity", 0,
                     "--turntable-seconds", 0.5, "--turntable-fps", 16, "--turntable-size", 24, "--no-progress")
     assert code == 0
@@ -207,8 +198,8 @@ def test_generate_domain_scene_writes_a_fly_through_and_a_ply_in_the_frame_of_it
     assert np.asarray(Image.open(out / "views.png")).shape[:2] == (32, 5 * 32 + 4 * 4)  # input + 4 renders
 
 
-def test_generate_scene_from_python_with_a_trajectory_or_own_cameras(tmp_path, tiny_model):
-    pipeline = Pipeline.from_pretrained(tiny_model, device="cpu")
+def test_generate_scene_from_python_with_a_trajectory_or_own_cameras(tmp_path, tiny_model_f32):
+    pipeline = Pipeline.from_pretrained(tiny_model_f32, device="cpu")
     cfg = GenerateConfig(sampler=SamplerConfig("dpmpp2m", 2), export=KEEP_ALL)
     reports = []
     image = np.asarray(Image.open(photo(tmp_path / "p.png")))
@@ -303,11 +294,11 @@ GOOD_ROW = "0 0.8 1.1 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0"
     ("\x89PNG\x00\xff", ":", "cannot read the camera file"),
     (f"{GOOD_ROW}\n{GOOD_ROW}", ":", "has 2 camera lines"),
 ])
-def test_bad_camera_files_get_one_line_naming_the_file_and_line(tmp_path, tiny_model, capsys, content, where,
+def test_bad_camera_files_get_one_line_naming_the_file_and_line(tmp_path, tiny_model_f32, capsys, content, where,
                                                                problem):
     cams = tmp_path / "cams.txt"
     cams.write_bytes(content.encode("latin-1"))
-    code = generate(photo(tmp_path / "p.png"), "--checkpoint", tiny_model, "--domain", "scene", "--cameras", cams,
+    code = generate(photo(tmp_path / "p.png"), "--checkpoint", tiny_model_f32, "--domain", "scene", "--cameras", cams,
                     "--out", tmp_path / "o", "--steps", 1, "--no-progress")
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
@@ -336,8 +327,8 @@ def test_bad_scene_options_stop_before_the_model_is_loaded(tmp_path, capsys, mon
     (["--domain", "scene", "--cameras", str(ROOM_CAMERAS), "--frames", "0", "4"], "so give 4 frames"),
     (["--domain", "scene", "--up", "y"], "--up y: applies to objects"),
 ])
-def test_scene_options_that_do_not_fit_the_model_are_one_line(tmp_path, tiny_model, capsys, options, problem):
-    code = generate(photo(tmp_path / "p.png"), "--checkpoint", tiny_model, "--out", tmp_path / "o", "--steps", 1,
+def test_scene_options_that_do_not_fit_the_model_are_one_line(tmp_path, tiny_model_f32, capsys, options, problem):
+    code = generate(photo(tmp_path / "p.png"), "--checkpoint", tiny_model_f32, "--out", tmp_path / "o", "--steps", 1,
                     *options)
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and problem in err
