@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from diffusiongs import __version__
+from diffusiongs.cli.device import resolve_device
 from diffusiongs.cli.main import entrypoint
 from diffusiongs.gaussians import load_ply
 from diffusiongs.inference import Pipeline
@@ -220,3 +221,14 @@ def test_unknown_command_and_help(capsys):
     assert entrypoint(["--help"]) == 0
     assert "generate" in capsys.readouterr().out
     assert entrypoint(["frobnicate"]) == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_device_cuda_without_a_gpu_is_one_line_in_every_command(tmp_path, tiny_model, capsys):
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    image = rgba_image(tmp_path / "a.png")
+    for command in (["generate", str(image), "--checkpoint", str(tiny_model), "--out", str(tmp_path / "out")],
+                    ["evaluate", "--checkpoint", str(tiny_model), "--data", str(tmp_path), "--out",
+                     str(tmp_path / "e")]):
+        assert entrypoint([*command, "--device", "cuda"]) == 2
+        assert capsys.readouterr().err.strip().endswith("--device cuda: torch sees no CUDA GPU")

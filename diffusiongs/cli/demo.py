@@ -7,11 +7,10 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-import torch
 import tyro
 
+from diffusiongs.cli.device import DeviceChoice, resolve_device
 from diffusiongs.demo.runner import DemoRunner, DemoSettings
 from diffusiongs.errors import InputError
 from diffusiongs.inference.mesh import MeshConfig, require_mesh_extra
@@ -44,7 +43,7 @@ class DemoArgs:
     """How meshes are extracted."""
     compile: bool = False
     """CUDA only: torch.compile the network with CUDA graphs (the first generation pays the compilation)."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: DeviceChoice = "auto"
     """auto: CUDA when available, else the CPU."""
 
 
@@ -58,7 +57,7 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from diffusiongs.demo.app import build_app, launch
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     pipeline = Pipeline.from_pretrained(args.checkpoint, device=device, camera_template=args.camera_template,
                                         compile=args.compile)
     if "object" not in pipeline.cfg.denoiser.decoders:

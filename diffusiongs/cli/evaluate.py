@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 import torch
 import tyro
 
+from diffusiongs.cli.device import DeviceChoice, resolve_device
 from diffusiongs.configio import config_to_dict
 from diffusiongs.diffusion import SamplerConfig
 from diffusiongs.diffusion.samplers import SamplerName
@@ -91,12 +92,8 @@ class EvaluateArgs:
     compile: bool = False
     """CUDA only: torch.compile the network with CUDA graphs (the first item pays the compilation, which the median
     seconds per item leave out)."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: DeviceChoice = "auto"
     progress: bool = True
-
-
-def _device(choice: str) -> torch.device:
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if choice == "auto" else choice)
 
 
 def _load_pipeline(args: EvaluateArgs, device: torch.device) -> Pipeline | None:
@@ -154,7 +151,7 @@ def _geometry_text(args: EvaluateArgs, has_gaussians: bool) -> str:
 
 def run(args: EvaluateArgs, command: str | None = None) -> tuple[EvalResult, dict]:
     """Evaluate as ``args`` say and write the report; returns the result and the summary JSON's content."""
-    device = _device(args.device)
+    device = resolve_device(args.device)
     if args.mesh:
         require_mesh_extra()
     pipeline = _load_pipeline(args, device)

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
-import torch
 import tyro
 from tqdm import tqdm
 
+from diffusiongs.cli.device import DeviceChoice, resolve_device
 from diffusiongs.data.types import Domain
 from diffusiongs.diffusion import SamplerConfig
 from diffusiongs.diffusion.samplers import SamplerName
@@ -103,7 +103,7 @@ class GenerateArgs:
     """How the mesh is extracted (docs/RESULTS.md measures the defaults)."""
     compile: bool = False
     """CUDA only: torch.compile the network with CUDA graphs (pays off when generating several images)."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: DeviceChoice = "auto"
     """auto: the GPU when torch sees one, else the CPU."""
     progress: bool = True
     """Progress bars on stderr for sampling and turntable rendering (--no-progress: none)."""
@@ -134,11 +134,11 @@ def check_args(args: GenerateArgs) -> None:
          f"must be at least {MIN_TURNTABLE_SIZE} pixels, got {args.turntable_size}"),
         (args.camera_template is None or args.camera_template.is_file(), "--camera-template",
          f"{args.camera_template}: file not found"),
-        (args.device != "cuda" or torch.cuda.is_available(), "--device cuda", "torch sees no CUDA GPU"),
     ]
     for ok, option, problem in checks:
         if not ok:
             raise InputError(f"{option}: {problem}")
+    resolve_device(args.device)
     if args.mesh:
         require_mesh_extra()
     check_scene_config(args.scene)
@@ -199,12 +199,6 @@ def plan_jobs(inputs: tuple[Path, ...], out: Path) -> tuple[list[Job], list[str]
     images = list(files.values())
     names = _unique_names([image.stem for image in images])
     return [Job(image, out / name) for image, name in zip(images, names)], problems
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def generate_config(args: GenerateArgs) -> GenerateConfig:
