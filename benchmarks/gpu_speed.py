@@ -11,7 +11,12 @@ gradient checkpointing, deferred rendering and torch.compile. MFU counts 3x the 
 (linear layers + attention, analytic) against the 790 TFLOP/s BF16 peak measured on these GPUs.
 
 Sampling: 30 DDIM steps for one object at 256x256 and 512x512 (network in BF16, gsplat in FP32), eager and with
-torch.compile of the network.
+torch.compile of the network. Random weights make every Gaussian 0.1 world units wide (~18 pixels at 512^2) and
+visible (opacity 0.12), which inflates rendering: the ``px`` option makes them about one pixel wide instead (still
+all visible; the trained demo model keeps 4-6 % of its Gaussians above the 1/255 opacity cut, ~2 pixels wide).
+
+Network: the denoiser alone (bf16 weights, torch.compile), forward at inference or forward+backward for a
+training batch, as in the issue's comparison with the official network.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import contextlib
 import gc
 import json
+import math
 import os
 import sys
 import time
@@ -36,8 +42,10 @@ from diffusiongs.diffusion import SamplerConfig  # noqa: E402
 from diffusiongs.geometry import Cameras, look_at, random_sphere_cameras  # noqa: E402
 from diffusiongs.inference.pipeline import GenerateConfig, Pipeline  # noqa: E402
 from diffusiongs.model.denoiser import DenoiserConfig  # noqa: E402
+from diffusiongs.model.float8 import quantize_float8, train_in_float8  # noqa: E402
 from diffusiongs.render import RenderConfig  # noqa: E402
 from diffusiongs.system import DiffusionGS, preset  # noqa: E402
+from diffusiongs.system.model import ModelConfig  # noqa: E402
 from diffusiongs.training.distributed import DistInfo  # noqa: E402
 from diffusiongs.training.losses import LossConfig  # noqa: E402
 from diffusiongs.training.step import StepConfig  # noqa: E402
@@ -99,9 +107,14 @@ def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-TRAIN_OPTIONS = {"ckpt", "deferred", "compile", "cudnn", "flash", "m3", "nolpips"}
+TRAIN_OPTIONS = {"ckpt", "deferred", "compile", "cudnn", "flash", "m3", "nolpips", "fp8", "fp8row", "px"}
 """Tokens of a training variant name, joined by '+' (``plain`` has none): gradient checkpointing, deferred
-rendering, torch.compile of the network, the cuDNN or flash SDPA backend, 3 instead of 6 novel views, no LPIPS."""
+rendering, torch.compile of the network, the cuDNN or flash SDPA backend, 3 instead of 6 novel views, no LPIPS,
+FP8 trunk matrix products scaled per tensor or per row, Gaussians about one pixel wide (see ``pixel_sized``)."""
+
+
+def float8_recipe(options: set[str]) -> str | None:
+    return "rowwise" if "fp8row" in options else "tensorwise" if "fp8" in options else None
 
 
 def sdpa_backends(options: set[str]):
@@ -133,10 +146,13 @@ def bench_train(name: str, args) -> dict:
     render_cfg = RenderConfig(backend=args.backend, deferred="deferred" in options)
     cfg = TrainConfig(out=Path(args.workdir) / f"train_{name}", preset=args.preset, steps=10_000, batch_size=args.batch,
                       num_noisy=args.num_noisy, grad_checkpointing="ckpt" in options, compile="compile" in options,
+                      float8=float8_recipe(options),
                       progress=False, num_workers=0, optim=OptimConfig(warmup_steps=10), resolution=args.res,
                       step=StepConfig(loss=loss, render=render_cfg))
     trainer = Trainer(cfg, dataset=[None], info=DistInfo(device=device))
     trainer.prepare()
+    if "px" in options:
+        trainer.model.cfg = pixel_sized(trainer.model.cfg, args.res)  # the decoder reads it at every call
     batch = random_batch(args.batch, views, args.num_noisy, args.res, device)
     seeds = list(range(args.batch))
 
@@ -203,17 +219,27 @@ def bench_render_share(trainer: Trainer, batch: TrainingBatch, cfg: RenderConfig
     return median(cuda_time_ms(run, 5))
 
 
-SAMPLE_OPTIONS = {"compile", "cudnn", "flash"}
+SAMPLE_OPTIONS = {"compile", "cudnn", "flash", "fp8", "px"}
 """Tokens after the resolution of a sampling variant (e.g. ``256+compile``): the Pipeline's torch.compile with CUDA
-graphs, an SDPA backend. The Pipeline keeps the network in bfloat16 on CUDA."""
+graphs, an SDPA backend, FP8 trunk matrix products (``quantize_float8``), Gaussians about one pixel wide. The
+Pipeline keeps the network in bfloat16 on CUDA."""
+
+
+def pixel_sized(cfg: ModelConfig, resolution: int) -> ModelConfig:
+    """``cfg`` with object Gaussians decoded about one pixel wide: a raw log-scale of 0 gives one pixel's
+    footprint at the rig distance instead of 0.1 world units."""
+    rig = cfg.object_rig
+    footprint = rig.radius * 2 * math.tan(math.radians(rig.fov_deg) / 2) / resolution
+    return replace(cfg, object_decode=replace(cfg.object_decode, log_scale_bias=math.log(footprint)))
 
 
 def bench_sampling(spec: str, args) -> dict:
     res_text, *rest = spec.split("+")
     resolution, options = int(res_text), parse_variant("+".join(rest) or "plain", SAMPLE_OPTIONS)
-    model = DiffusionGS(replace(preset(args.preset), resolution=resolution))
+    cfg = replace(preset(args.preset), resolution=resolution)
+    model = DiffusionGS(pixel_sized(cfg, resolution) if "px" in options else cfg)
     pipe = Pipeline(model, device=args.device, render_cfg=RenderConfig(backend=args.backend),
-                    compile="compile" in options)
+                    compile="compile" in options, float8="fp8" in options)
     cameras = pipe.rig_cameras()
     condition = torch.rand(3, resolution, resolution)
     gen = GenerateConfig(sampler=SamplerConfig(name="ddim", num_steps=args.sample_steps))
@@ -239,6 +265,64 @@ def bench_sampling(spec: str, args) -> dict:
             "seconds_per_object": median(times), "all": times, "warmup_s": warmup_s}
 
 
+NETWORK_OPTIONS = {"fp8", "fp8row", "train", "cudnn", "eager"}
+"""Tokens after the resolution of a network variant (e.g. ``512+fp8``): FP8 trunk matrix products (inference:
+``quantize_float8``; training: torchao per tensor, or per row with ``fp8row``), forward+backward of a training
+batch (``--batch`` objects, L2 on the raw maps) instead of one object's inference forward, the cuDNN SDPA backend,
+no torch.compile."""
+
+
+def bench_network(spec: str, args) -> dict:
+    """The denoiser alone on 1 condition + ``--num-noisy`` views: bf16 weights (inference) or bf16 autocast over
+    float32 weights (training), compiled unless ``eager``."""
+    res_text, *rest = spec.split("+")
+    resolution, options = int(res_text), parse_variant("+".join(rest) or "plain", NETWORK_OPTIONS)
+    training = "train" in options
+    device = torch.device(args.device)
+    cfg = preset(args.preset).denoiser
+    net = DiffusionGS(preset(args.preset)).net.to(device)
+    if not training and device.type == "cuda":
+        net = net.to(torch.bfloat16).eval()
+    recipe = float8_recipe(options)
+    if recipe is not None and training:
+        train_in_float8(net, recipe)
+    elif recipe is not None:
+        quantize_float8(net)
+    if "eager" not in options:
+        net.compile()
+    batch, views = (args.batch if training else 1), 1 + args.num_noisy
+    g = torch.Generator(device).manual_seed(0)
+    images = torch.rand(batch, views, 3, resolution, resolution, device=device, generator=g)
+    rays = torch.randn(batch, views, 6, resolution, resolution, device=device, generator=g)
+    steps = torch.randint(0, 1000, (batch,), device=device, generator=g)
+    is_object = torch.ones(batch, dtype=torch.bool, device=device)
+
+    def run():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            if training:
+                net(images, rays, steps, is_object).pixel_raw.float().square().mean().backward()
+            else:
+                with torch.no_grad():
+                    net(images, rays, steps, is_object)
+
+    with sdpa_backends(options):
+        start = time.perf_counter()
+        for _ in range(3):
+            run()
+        synchronize()
+        warmup_s = time.perf_counter() - start
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        ms = median(cuda_time_ms(run, args.repeats))
+        if spec in args.profile.split(","):
+            profile(run, f"network {spec}", args)
+    flops = forward_flops(cfg, views, resolution, batch)["total"] * (3 if training else 1)
+    peak_gb = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+    return {"variant": spec, "resolution": resolution, "batch": batch, "views": views, "ms": ms,
+            "tflops": flops / (ms / 1e3) / 1e12, "mfu": flops / (ms / 1e3) / (PEAK_BF16_TFLOPS * 1e12),
+            "peak_mem_gb": peak_gb, "warmup_s": warmup_s}
+
+
 def bench_matmul() -> float:
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
@@ -248,10 +332,10 @@ def bench_matmul() -> float:
     return 2 * 8192**3 / (ms / 1e3) / 1e12
 
 
-def run_variants(names: str, bench, describe) -> list[dict]:
-    """Run ``bench`` on each comma-separated variant, printing ``describe(name, result)``; a failing variant is
-    recorded with its error and must not lose the others' numbers."""
-    results = []
+def run_variants(names: str, bench, describe, results: list[dict], save) -> None:
+    """Run ``bench`` on each comma-separated variant, appending to ``results``, printing ``describe(name, result)``
+    and calling ``save()`` after each (a call cut short keeps what it measured); a failing variant is recorded with
+    its error and must not lose the others' numbers."""
     for name in filter(None, names.split(",")):
         try:
             result = bench(name)
@@ -260,10 +344,11 @@ def run_variants(names: str, bench, describe) -> list[dict]:
         except Exception:
             traceback.print_exc()
             results.append({"variant": name, "error": traceback.format_exc(limit=3)})
+        save()
+        torch._dynamo.reset()  # else the next variant's new shapes would be compiled as dynamic ones
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return results
 
 
 def main() -> None:
@@ -285,28 +370,41 @@ def main() -> None:
                         help=f"comma-separated; each 'plain' or options joined by '+' from {sorted(TRAIN_OPTIONS)}")
     parser.add_argument("--sample-variants", default="256,512,256+compile,512+compile",
                         help=f"comma-separated RES[+option...], options from {sorted(SAMPLE_OPTIONS)}")
+    parser.add_argument("--network-variants", default="",
+                        help=f"comma-separated RES[+option...], options from {sorted(NETWORK_OPTIONS)}")
     parser.add_argument("--profile", default="", help="comma-separated variants whose kernels to profile into "
                         "<out>.profile.txt")
     args = parser.parse_args()
     on_gpu = args.device == "cuda"
     report = {"device": torch.cuda.get_device_name() if on_gpu else "cpu", "torch": torch.__version__,
-              "date": time.strftime("%Y-%m-%d"), "args": vars(args)}
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "args": vars(args),
+              "train": [], "network": [], "sample": []}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+
     if on_gpu:
         report["matmul_bf16_tflops"] = bench_matmul()
         print(f"bf16 8192^3 matmul: {report['matmul_bf16_tflops']:.0f} TFLOP/s", flush=True)
-    report["train"] = run_variants(args.train_variants, lambda name: bench_train(name, args), lambda name, r: (
+    run_variants(args.train_variants, lambda name: bench_train(name, args), lambda name, r: (
         f"train {name}: {r['step_ms']:.0f} ms/step, {r['samples_per_s']:.1f} samples/s, MFU {100 * r['mfu']:.1f} %, "
-        f"peak {r['peak_mem_gb']:.1f} GB, render {r['render_ms']:.1f} ms"))
-    report["sample"] = run_variants(args.sample_variants, lambda spec: bench_sampling(spec, args), lambda spec, r: (
+        f"peak {r['peak_mem_gb']:.1f} GB, render {r['render_ms']:.1f} ms"), report["train"], save)
+    run_variants(args.network_variants, lambda spec: bench_network(spec, args), lambda spec, r: (
+        f"network {spec}: {r['ms']:.2f} ms ({r['batch']} x {r['views']} views), {r['tflops']:.0f} TFLOP/s, "
+        f"peak {r['peak_mem_gb']:.1f} GB"), report["network"], save)
+    run_variants(args.sample_variants, lambda spec: bench_sampling(spec, args), lambda spec, r: (
         f"sample {spec}: {r['seconds_per_object']:.3f} s/object ({args.sample_steps} DDIM steps; "
-        f"warm-up {r['warmup_s']:.1f} s)"))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+        f"warm-up {r['warmup_s']:.1f} s)"), report["sample"], save)
+    save()
     print("\n| variant | step ms | samples/s | MFU | peak GB | render ms |\n|---|---|---|---|---|---|")
     for r in report["train"]:
         if "error" not in r:
             print(f"| {r['variant']} | {r['step_ms']:.0f} | {r['samples_per_s']:.1f} | {100 * r['mfu']:.1f} % | "
                   f"{r['peak_mem_gb']:.1f} | {r['render_ms']:.1f} |")
+    for r in report["network"]:
+        if "error" not in r:
+            print(f"| network {r['variant']} | {r['ms']:.2f} ms | {r['tflops']:.0f} TFLOP/s |")
     for r in report["sample"]:
         if "error" not in r:
             print(f"| sample {r['variant']} | {r['seconds_per_object']:.3f} s/object |")
