@@ -11,9 +11,10 @@ gradient checkpointing, deferred rendering and torch.compile. MFU counts 3x the 
 (linear layers + attention, analytic) against the 790 TFLOP/s BF16 peak measured on these GPUs.
 
 Sampling: 30 DDIM steps for one object at 256x256 and 512x512 (network in BF16, gsplat in FP32), eager and with
-torch.compile of the network. Random weights make every Gaussian 0.1 world units wide (~18 pixels at 512^2) and
-visible (opacity 0.12), which inflates rendering: the ``px`` option makes them about one pixel wide instead (still
-all visible; the trained demo model keeps 4-6 % of its Gaussians above the 1/255 opacity cut, ~2 pixels wide).
+torch.compile of the network. Random weights give every Gaussian a standard deviation of 0.1 world units (~18
+pixels at 512^2) and opacity 0.12, which inflates rendering: the ``px`` option makes it about one pixel instead (all
+still visible; the trained demo model keeps 4-6 % of its Gaussians above the 1/255 opacity cut, at ~2 pixels:
+``benchmarks/gaussian_footprint.py``).
 
 Network: the denoiser alone (bf16 weights, torch.compile), forward at inference or forward+backward for a
 training batch, as in the issue's comparison with the official network.
@@ -42,7 +43,6 @@ from diffusiongs.diffusion import SamplerConfig  # noqa: E402
 from diffusiongs.geometry import Cameras, look_at, random_sphere_cameras  # noqa: E402
 from diffusiongs.inference.pipeline import GenerateConfig, Pipeline  # noqa: E402
 from diffusiongs.model.denoiser import DenoiserConfig  # noqa: E402
-from diffusiongs.model.float8 import quantize_float8, train_in_float8  # noqa: E402
 from diffusiongs.render import RenderConfig  # noqa: E402
 from diffusiongs.system import DiffusionGS, preset  # noqa: E402
 from diffusiongs.system.model import ModelConfig  # noqa: E402
@@ -107,14 +107,10 @@ def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-TRAIN_OPTIONS = {"ckpt", "deferred", "compile", "cudnn", "flash", "m3", "nolpips", "fp8", "fp8row", "px"}
+TRAIN_OPTIONS = {"ckpt", "deferred", "compile", "cudnn", "flash", "m3", "nolpips", "px"}
 """Tokens of a training variant name, joined by '+' (``plain`` has none): gradient checkpointing, deferred
 rendering, torch.compile of the network, the cuDNN or flash SDPA backend, 3 instead of 6 novel views, no LPIPS,
-FP8 trunk matrix products scaled per tensor or per row, Gaussians about one pixel wide (see ``pixel_sized``)."""
-
-
-def float8_recipe(options: set[str]) -> str | None:
-    return "rowwise" if "fp8row" in options else "tensorwise" if "fp8" in options else None
+Gaussians about one pixel wide (see ``pixel_sized``)."""
 
 
 def sdpa_backends(options: set[str]):
@@ -146,7 +142,6 @@ def bench_train(name: str, args) -> dict:
     render_cfg = RenderConfig(backend=args.backend, deferred="deferred" in options)
     cfg = TrainConfig(out=Path(args.workdir) / f"train_{name}", preset=args.preset, steps=10_000, batch_size=args.batch,
                       num_noisy=args.num_noisy, grad_checkpointing="ckpt" in options, compile="compile" in options,
-                      float8=float8_recipe(options),
                       progress=False, num_workers=0, optim=OptimConfig(warmup_steps=10), resolution=args.res,
                       step=StepConfig(loss=loss, render=render_cfg))
     trainer = Trainer(cfg, dataset=[None], info=DistInfo(device=device))
@@ -219,15 +214,15 @@ def bench_render_share(trainer: Trainer, batch: TrainingBatch, cfg: RenderConfig
     return median(cuda_time_ms(run, 5))
 
 
-SAMPLE_OPTIONS = {"compile", "cudnn", "flash", "fp8", "px"}
+SAMPLE_OPTIONS = {"compile", "cudnn", "flash", "px"}
 """Tokens after the resolution of a sampling variant (e.g. ``256+compile``): the Pipeline's torch.compile with CUDA
-graphs, an SDPA backend, FP8 trunk matrix products (``quantize_float8``), Gaussians about one pixel wide. The
-Pipeline keeps the network in bfloat16 on CUDA."""
+graphs, an SDPA backend, Gaussians about one pixel wide (see ``pixel_sized``). The Pipeline keeps the network in
+bfloat16 on CUDA."""
 
 
 def pixel_sized(cfg: ModelConfig, resolution: int) -> ModelConfig:
-    """``cfg`` with object Gaussians decoded about one pixel wide: a raw log-scale of 0 gives one pixel's
-    footprint at the rig distance instead of 0.1 world units."""
+    """``cfg`` with object Gaussians decoded about one pixel wide: a raw log-scale of 0 gives a standard deviation of
+    one pixel's footprint at the rig distance instead of 0.1 world units."""
     rig = cfg.object_rig
     footprint = rig.radius * 2 * math.tan(math.radians(rig.fov_deg) / 2) / resolution
     return replace(cfg, object_decode=replace(cfg.object_decode, log_scale_bias=math.log(footprint)))
@@ -239,7 +234,7 @@ def bench_sampling(spec: str, args) -> dict:
     cfg = replace(preset(args.preset), resolution=resolution)
     model = DiffusionGS(pixel_sized(cfg, resolution) if "px" in options else cfg)
     pipe = Pipeline(model, device=args.device, render_cfg=RenderConfig(backend=args.backend),
-                    compile="compile" in options, float8="fp8" in options)
+                    compile="compile" in options)
     cameras = pipe.rig_cameras()
     condition = torch.rand(3, resolution, resolution)
     gen = GenerateConfig(sampler=SamplerConfig(name="ddim", num_steps=args.sample_steps))
@@ -265,11 +260,10 @@ def bench_sampling(spec: str, args) -> dict:
             "seconds_per_object": median(times), "all": times, "warmup_s": warmup_s}
 
 
-NETWORK_OPTIONS = {"fp8", "fp8row", "train", "cudnn", "eager"}
-"""Tokens after the resolution of a network variant (e.g. ``512+fp8``): FP8 trunk matrix products (inference:
-``quantize_float8``; training: torchao per tensor, or per row with ``fp8row``), forward+backward of a training
-batch (``--batch`` objects, L2 on the raw maps) instead of one object's inference forward, the cuDNN SDPA backend,
-no torch.compile."""
+NETWORK_OPTIONS = {"train", "cudnn", "eager"}
+"""Tokens after the resolution of a network variant (e.g. ``512+train``): forward+backward of a training batch
+(``--batch`` objects, L2 on the raw maps) instead of one object's inference forward, the cuDNN SDPA backend, no
+torch.compile."""
 
 
 def bench_network(spec: str, args) -> dict:
@@ -283,11 +277,6 @@ def bench_network(spec: str, args) -> dict:
     net = DiffusionGS(preset(args.preset)).net.to(device)
     if not training and device.type == "cuda":
         net = net.to(torch.bfloat16).eval()
-    recipe = float8_recipe(options)
-    if recipe is not None and training:
-        train_in_float8(net, recipe)
-    elif recipe is not None:
-        quantize_float8(net)
     if "eager" not in options:
         net.compile()
     batch, views = (args.batch if training else 1), 1 + args.num_noisy

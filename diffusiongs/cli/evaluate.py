@@ -92,8 +92,6 @@ class EvaluateArgs:
     compile: bool = False
     """CUDA only: torch.compile the network with CUDA graphs (the first item pays the compilation, which the median
     seconds per item leave out)."""
-    float8: bool = False
-    """Run the transformer's matrix products in FP8, e.g. to measure what FP8 costs in quality."""
     device: DeviceChoice = "auto"
     progress: bool = True
 
@@ -104,8 +102,7 @@ def _load_pipeline(args: EvaluateArgs, device: torch.device) -> Pipeline | None:
             raise InputError("give --checkpoint (a model to score) or --baseline copy-condition")
         return None
     pipeline = Pipeline.from_pretrained(args.checkpoint, device=device, prefer_ema=args.prefer_ema,
-                                        camera_template=args.camera_template, compile=args.compile,
-                                        float8=args.float8)
+                                        camera_template=args.camera_template, compile=args.compile)
     if args.protocol.domain not in pipeline.cfg.denoiser.decoders:
         raise InputError(f"{args.checkpoint}: the model has no {args.protocol.domain} decoder "
                          f"(it has {list(pipeline.cfg.denoiser.decoders)}); choose --domain accordingly")

@@ -103,9 +103,6 @@ class GenerateArgs:
     """How the mesh is extracted (docs/RESULTS.md measures the defaults)."""
     compile: bool = False
     """CUDA only: torch.compile the network with CUDA graphs (pays off when generating several images)."""
-    float8: bool = False
-    """Run the transformer's matrix products in FP8 (faster only on GPUs with FP8 tensor cores, e.g. Hopper;
-    docs/BENCHMARKS.md measures speed and quality)."""
     device: DeviceChoice = "auto"
     """auto: the GPU when torch sees one, else the CPU."""
     progress: bool = True
@@ -222,7 +219,7 @@ def load_pipeline(args: GenerateArgs) -> tuple[Pipeline, float]:
     start = time.perf_counter()
     pipeline = Pipeline.from_pretrained(args.checkpoint, device=resolve_device(args.device),
                                         camera_template=args.camera_template, compile=args.compile,
-                                        official_config=args.config, float8=args.float8)
+                                        official_config=args.config)
     if args.steps > pipeline.schedule.num_timesteps:
         raise InputError(f"--steps: must be at most {pipeline.schedule.num_timesteps} (the model's noise schedule), "
                          f"got {args.steps}")

@@ -122,7 +122,6 @@ def write_outputs(pipeline: Pipeline, result: GenerationResult, folder: str | Pa
         "model": config_to_dict(pipeline.cfg),
         "timings": timings,
         "device": str(pipeline.device),
-        "float8": pipeline.float8,
         "torch_threads": torch.get_num_threads(),
         "diffusiongs": __version__,
         "torch": torch.__version__,

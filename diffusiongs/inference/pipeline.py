@@ -31,7 +31,6 @@ from diffusiongs.inference.preprocess import (
     read_rgba,
 )
 from diffusiongs.inference.scene import SceneCameraConfig, ScenePath, check_scene_config, scene_path, square_scene_view
-from diffusiongs.model.float8 import quantize_float8
 from diffusiongs.render import RenderConfig
 from diffusiongs.system import io as model_io
 from diffusiongs.system.model import DETERMINISTIC_INPUT, DiffusionGS, ModelConfig
@@ -119,12 +118,10 @@ class Pipeline:
     """A loaded model ready to turn images into Gaussians."""
 
     def __init__(self, model: DiffusionGS, device: torch.device | str = "cpu",
-                 render_cfg: RenderConfig = RenderConfig(), compile: bool = False,
-                 float8: bool = False):
+                 render_cfg: RenderConfig = RenderConfig(), compile: bool = False):
         """On CUDA the network runs in bfloat16 (weights cast once, autocast for the rest); the Gaussians and the
         renderer stay float32. ``compile``: torch.compile the network with CUDA graphs (CUDA only; the first
-        generation pays the compilation, later ones run faster). ``float8``: the trunk's matrix products in FP8
-        (:func:`~diffusiongs.model.float8.quantize_float8`; faster only on GPUs with FP8 tensor cores)."""
+        generation pays the compilation, later ones run faster)."""
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.source: str | None = None
@@ -134,9 +131,6 @@ class Pipeline:
         self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
         if self.autocast_dtype is not None:
             self.model.net.to(self.autocast_dtype)
-        self.float8 = float8
-        if float8:
-            quantize_float8(self.model.net)
         if compile and self.device.type == "cuda":
             self.model.net.compile(mode="reduce-overhead")
 
@@ -147,22 +141,19 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, folder: str | Path = DEFAULT_MODEL_DIR, device: torch.device | str | None = None,
                         prefer_ema: bool = True, camera_template: str | Path | None = None,
-                        compile: bool = False, official_config: str | Path | None = None,
-                        float8: bool = False) -> Pipeline:
+                        compile: bool = False, official_config: str | Path | None = None) -> Pipeline:
         """Load a model folder (``config.json`` + ``model.safetensors``/``ema.safetensors``): an exported model,
         a training checkpoint folder, a training run folder (its latest checkpoint), or an official
         Open-DiffusionGS ``.ckpt`` file, converted in memory (``camera_template``: its ``camera_template.pt``;
-        ``official_config``: its YAML config, see :func:`~diffusiongs.official.load_official_checkpoint`); ``compile``
-        and ``float8`` as in :class:`Pipeline`."""
+        ``official_config``: its YAML config, see :func:`~diffusiongs.official.load_official_checkpoint`)."""
         folder = Path(folder)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if not folder.exists():
             raise InputError(f"{folder}: no such model folder")
         if folder.is_file():
-            model = _load_official(folder, camera_template, official_config)
+            pipeline = cls(_load_official(folder, camera_template, official_config), device, compile=compile)
         else:
-            model = model_io.load_model(_model_folder(folder), prefer_ema)
-        pipeline = cls(model, device, compile=compile, float8=float8)
+            pipeline = cls(model_io.load_model(_model_folder(folder), prefer_ema), device, compile=compile)
         pipeline.source = str(folder)
         return pipeline
 

@@ -30,7 +30,6 @@ from diffusiongs.data.types import MultiViewExample, TrainingBatch, collate_exam
 from diffusiongs.diffusion.schedule import NoiseSchedule
 from diffusiongs.errors import InputError, TrainingDiverged
 from diffusiongs.geometry import RayEmbedding, ViewLayout
-from diffusiongs.model.float8 import Float8Recipe, train_in_float8
 from diffusiongs.system import io as model_io
 from diffusiongs.system.model import DiffusionGS, ModelConfig
 from diffusiongs.system.presets import preset
@@ -111,10 +110,6 @@ class TrainConfig:
     """Train the paper's "w/o timestep" baseline instead of the diffusion model (``ModelConfig.deterministic``)."""
     compile: bool = False
     """torch.compile the network."""
-    float8: Float8Recipe | None = None
-    """Train the transformer's matrix products in FP8 with this scaling recipe (``diffusiongs.model.float8``; needs
-    the `fp8` extra, pays off with ``compile`` on GPUs with FP8 tensor cores). Weights and checkpoints stay in
-    full precision."""
     seed: int = 0
     num_workers: int = 2
     """DataLoader worker processes per rank."""
@@ -319,8 +314,6 @@ class Trainer:
         if self.info.is_main:
             write_json_atomic(cfg.out / "train_config.json", config_to_dict(cfg))
             write_json_atomic(cfg.out / "model_config.json", config_to_dict(self.model_cfg))
-        if cfg.float8 is not None:
-            train_in_float8(self.model.net, cfg.float8)
         if cfg.compile:
             self.model.net.compile()  # in place: parameter names (and checkpoints) stay the same
         self.net = self.model
