@@ -2,6 +2,7 @@
 the Gaussians, and the one-line message when gradio is missing (the page itself: test_demo_browser.py)."""
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -18,6 +19,7 @@ from diffusiongs.gaussians import Gaussians, load_ply
 from diffusiongs.inference.mesh import MeshConfig
 from diffusiongs.inference.pipeline import ExportFilter, Pipeline
 from diffusiongs.render.projection import covariances
+from diffusiongs.system import DiffusionGS, preset
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "images" / "checker_cube.png"
@@ -78,6 +80,17 @@ def test_steps_are_limited_by_the_models_schedule(runner, monkeypatch):
     assert runner.max_steps == 50
     with pytest.raises(InputError, match=r"steps: 60 is outside 1\.\.50"):
         runner.run(EXAMPLE, DemoSettings(steps=60))
+
+
+def test_a_scene_only_model_makes_scenes_and_refuses_objects_in_one_line(tmp_path):
+    cfg = preset("tiny")
+    model = DiffusionGS(replace(cfg, denoiser=replace(cfg.denoiser, decoders=("scene",))))
+    scenes = DemoRunner(Pipeline(model), tmp_path, frames=0)
+    assert scenes.domains == ("scene",)
+    with pytest.raises(InputError, match="domain: the model has no object decoder"):
+        scenes.run(EXAMPLE, DemoSettings(steps=1))
+    out = scenes.run(ROOT / "examples" / "images" / "room.png", DemoSettings(steps=1, domain="scene", mesh=False))
+    assert load_ply(out.gaussians).num_gaussians > 0
 
 
 def test_bad_upload_is_an_error_naming_the_file(runner, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import tyro
@@ -60,12 +60,14 @@ def main(argv: list[str]) -> int:
     device = resolve_device(args.device)
     pipeline = Pipeline.from_pretrained(args.checkpoint, device=device, camera_template=args.camera_template,
                                         compile=args.compile)
-    if "object" not in pipeline.cfg.denoiser.decoders:
-        raise InputError(f"{args.checkpoint}: a scene-only model; the demo makes objects from one image")
     out = args.out or Path(tempfile.mkdtemp(prefix="diffusiongs-demo-"))
     runner = DemoRunner(pipeline, out, frames=args.frames, mesh_cfg=args.mesh_options)
-    args.defaults.validate(runner.max_steps)  # again, now that the model's schedule is known
+    defaults = args.defaults
+    if runner.domains == ("scene",) and defaults.domain == "object":
+        print(f"diffusiongs demo: {args.checkpoint} is a scene-only model: the page makes scenes")
+        defaults = replace(defaults, domain="scene")
+    defaults.validate(runner.max_steps, runner.domains)  # again, now that the model is known
     examples = sorted(EXAMPLES_DIR.glob("*.png")) if EXAMPLES_DIR.is_dir() else []
     print(f"diffusiongs demo: model {args.checkpoint} on {device}; results in {out}")
-    launch(build_app(runner, examples, args.defaults), args.host, args.port, [out, EXAMPLES_DIR])
+    launch(build_app(runner, examples, defaults), args.host, args.port, [out, EXAMPLES_DIR])
     return 0

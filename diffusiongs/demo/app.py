@@ -63,7 +63,6 @@ def _upload_path(upload: str | None) -> Path:
     return Path(upload)
 
 
-DOMAINS = ("object", "scene")
 
 
 def build_app(runner: DemoRunner, examples: list[Path], defaults: DemoSettings = DemoSettings(),
@@ -112,9 +111,9 @@ def build_app(runner: DemoRunner, examples: list[Path], defaults: DemoSettings =
                     ratio = gr.Slider(0.3, 1.0, value=defaults.foreground_ratio, step=0.05,
                                       label="Object size in the frame (foreground ratio)")
                     mesh = gr.Checkbox(value=defaults.mesh, label="Extract a mesh (GLB)")
-                    domain = gr.Radio(list(DOMAINS), value=defaults.domain, label="An object, or a scene (the whole "
-                                      "photo, denoised along a short orbit)", elem_id="domain",
-                                      visible="scene" in runner.pipeline.cfg.denoiser.decoders)
+                    domain = gr.Radio(list(runner.domains), value=defaults.domain, label="An object, or a scene (the "
+                                      "whole photo, denoised along a short orbit)", elem_id="domain",
+                                      visible=len(runner.domains) > 1)
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
                 if examples:
                     gr.Examples([[str(p)] for p in examples], inputs=[image], label="Examples")

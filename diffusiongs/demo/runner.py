@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
 
 import torch
 
+from diffusiongs.data.types import Domain
 from diffusiongs.diffusion import SamplerConfig
 from diffusiongs.diffusion.samplers import SamplerName
 from diffusiongs.errors import InputError
@@ -22,6 +22,9 @@ from diffusiongs.inference.outputs import OutputConfig, render_fly_through, rend
 from diffusiongs.inference.pipeline import GenerateConfig, Pipeline
 from diffusiongs.inference.preprocess import PreprocessConfig
 from diffusiongs.inference.scene import SceneCameraConfig
+
+DOMAINS: tuple[Domain, ...] = ("object", "scene")
+"""What the page can make, in the order it offers them."""
 
 MAX_STEPS = 200
 """Upper end of the page's step setting (the paper samples with 30)."""
@@ -65,12 +68,15 @@ class DemoSettings:
     """Object size over image size after recentring."""
     mesh: bool = True
     """Also extract a mesh (GLB; objects only)."""
-    domain: Literal["object", "scene"] = "object"
+    domain: Domain = "object"
     """``object``: background removed, the Gaussians of one object; ``scene``: the whole photo, the Gaussians of a
     room at the default scene cameras (``SceneCameraConfig``: an 8-degree orbit, 60-degree field of view)."""
 
-    def validate(self, max_steps: int = MAX_STEPS) -> None:
-        """``max_steps``: the most the model allows (:meth:`DemoRunner.max_steps`)."""
+    def validate(self, max_steps: int = MAX_STEPS, domains: tuple[Domain, ...] = DOMAINS) -> None:
+        """``max_steps`` and ``domains``: what the model allows (:meth:`DemoRunner.max_steps`,
+        :meth:`DemoRunner.domains`)."""
+        if self.domain not in domains:
+            raise InputError(f"domain: the model has no {self.domain} decoder (it makes {' and '.join(domains)})")
         if not 1 <= self.steps <= max_steps:
             raise InputError(f"steps: {self.steps} is outside 1..{max_steps}")
         if not 0 < self.foreground_ratio <= 1:
@@ -114,6 +120,11 @@ class DemoRunner:
         """The page's step limit, within the model's noise schedule."""
         return min(MAX_STEPS, self.pipeline.schedule.num_timesteps)
 
+    @property
+    def domains(self) -> tuple[Domain, ...]:
+        """What the page can make with this model: the domains it has a decoder for."""
+        return tuple(d for d in DOMAINS if d in self.pipeline.cfg.denoiser.decoders)
+
     def _new_folder(self, image: Path) -> Path:
         """The next free numbered folder (results of earlier runs in ``out_root`` are kept)."""
         self.out_root.mkdir(parents=True, exist_ok=True)
@@ -127,7 +138,7 @@ class DemoRunner:
     def run(self, image: str | Path, settings: DemoSettings = DemoSettings(),
             progress: Progress = _no_progress) -> DemoOutputs:
         """Generate from an image file; bad files and settings raise :class:`InputError` with a one-line message."""
-        settings.validate(self.max_steps)
+        settings.validate(self.max_steps, self.domains)
         image = Path(image)
         scene = settings.domain == "scene"
         preprocess = PreprocessConfig(foreground_ratio=settings.foreground_ratio)
