@@ -1,7 +1,6 @@
 """The `diffusiongs` command line as a user runs it: outputs that re-import and play, one-line errors."""
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from readme_snippets import generate, readme_generate_args
 
 from diffusiongs import __version__
 from diffusiongs.cli.device import resolve_device
@@ -33,10 +33,6 @@ def rgb_photo(path: Path) -> Path:
     image[20:70, 15:55] = (200, 60, 40)
     Image.fromarray(image).save(path)
     return path
-
-
-def generate(*args: str | Path) -> int:
-    return entrypoint(["generate", *map(str, args)])
 
 
 def terminal_lines(text: str) -> list[str]:
@@ -98,10 +94,8 @@ def test_up_y_writes_the_same_gaussians_rotated(tmp_path, tiny_model):
 
 def test_readme_main_command_runs_on_the_shipped_model(tmp_path):
     """The README's command with its image (fewer steps): the demo model and the image ship with the repository."""
-    readme = (ROOT / "README.md").read_text()
-    command = re.search(r"<!-- main-command -->.*?diffusiongs generate (\S+) --out \S+", readme, re.S)
-    assert generate(ROOT / command.group(1), "--out", tmp_path, "--steps", "2", "--turntable-seconds", "0.1",
-                    "--no-progress") == 0
+    assert generate(*readme_generate_args("main-command"), "--out", tmp_path, "--steps", "2",
+                    "--turntable-seconds", "0.1", "--no-progress") == 0
     assert load_ply(tmp_path / "gaussians.ply").num_gaussians > 0
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["export"]["num_predicted"] == 4 * 128 * 128 and meta["foreground"] in ("alpha", "u2netp")

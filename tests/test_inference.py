@@ -2,7 +2,6 @@
 Python snippet as written."""
 
 import json
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from readme_snippets import readme_block
 
 from diffusiongs.errors import InputError, InputWarning
 from diffusiongs.gaussians import Gaussians
@@ -168,13 +168,6 @@ def test_pipeline_reports_progress_and_records_what_it_did(tiny_pipeline):
     assert result.condition.foreground == "u2netp" and result.input.startswith("<array 256x256x3")
     assert result.num_raw_gaussians == 4 * 32 * 32 >= result.gaussians.num_gaussians
     assert (result.gaussians.opacities > 0.02).all() and (result.gaussians.means.abs() < 1.0).all()
-
-
-def readme_block(marker: str) -> str:
-    readme = (ROOT / "README.md").read_text()
-    found = re.search(f"<!-- {marker} -->\n```(?:python|bash)\n(.*?)```\n<!-- /{marker} -->", readme, re.S)
-    assert found, f"README.md has no {marker} block"
-    return found.group(1)
 
 
 def test_readme_python_snippet_runs_as_written(tmp_path, monkeypatch, capsys):

@@ -4,7 +4,6 @@ checkpoint; bad camera files in one line."""
 
 import json
 import math
-import re
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from readme_snippets import generate, readme_block, readme_generate_args
 from test_official import RES, lightning_checkpoint, official_tensors, save
 
 from diffusiongs.cli.main import entrypoint
@@ -58,10 +58,6 @@ def photo(path: Path, width: int = 64, height: int = 48) -> Path:
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)).save(path)
     return path
-
-
-def generate(*args) -> int:
-    return entrypoint(["generate", *map(str, args)])
 
 
 def project(points: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
@@ -226,11 +222,8 @@ def test_generate_scene_from_python_with_a_trajectory_or_own_cameras(tmp_path, t
 
 def test_readme_scene_command_runs_the_shipped_model_without_an_object_clip_box(tmp_path):
     """The README's scene command (fewer steps) on its procedural room: the demo model's scene decoder."""
-    readme = (ROOT / "README.md").read_text()
-    command = re.search(r"<!-- scene-command -->\n```bash\ndiffusiongs generate (.*?) --out \S+\n```", readme)
-    args = [ROOT / a if a.startswith("examples/") else a for a in command.group(1).split()]
-    assert generate(*args, "--out", tmp_path, "--steps", 1, "--turntable-seconds", 0.1, "--min-opacity", 0,
-                    "--no-progress") == 0
+    assert generate(*readme_generate_args("scene-command"), "--out", tmp_path, "--steps", 1, "--turntable-seconds", 0.1,
+                    "--min-opacity", 0, "--no-progress") == 0
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["domain"] == "scene" and "clip box" not in meta["export"]["rule"]
     means = load_ply(tmp_path / "gaussians.ply").means
@@ -244,9 +237,7 @@ def test_readme_scene_command_runs_the_shipped_model_without_an_object_clip_box(
 def test_readme_scene_python_snippet_runs_as_written(tmp_path, monkeypatch, capsys):
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     monkeypatch.chdir(tmp_path)
-    block = re.search(r"<!-- python-scene-api -->\n```python\n(.*?)```\n<!-- /python-scene-api -->",
-                      (ROOT / "README.md").read_text(), re.S)
-    exec(compile(block.group(1), "README.md", "exec"), {})
+    exec(compile(readme_block("python-scene-api"), "README.md", "exec"), {})
     meta = json.loads((tmp_path / "outputs" / "room_api" / "meta.json").read_text())
     assert meta["domain"] == "scene" and "flythrough.mp4" in meta["files"]
     assert "rig cameras in the scene frame: (4, 4, 4)" in capsys.readouterr().out
