@@ -161,7 +161,10 @@ def trajectory_path(trajectory: SceneTrajectory, num_noisy: int, width: int, hei
 def rig_frames(cfg: SceneCameraConfig, num_noisy: int) -> tuple[int, ...]:
     """The camera file's frames to denoise at; an InputError when they do not fit the model (1 + N frames) or the
     file."""
-    _, rows = read_camera_file(cfg.cameras)
+    return _frames_in(cfg, read_camera_file(cfg.cameras)[1], num_noisy)
+
+
+def _frames_in(cfg: SceneCameraConfig, rows: Float[np.ndarray, "n 18"], num_noisy: int) -> tuple[int, ...]:
     frames = tuple(range(num_noisy + 1)) if cfg.frames is None else cfg.frames
     if len(frames) != num_noisy + 1:
         raise InputError(f"--frames: the model denoises N = {num_noisy} views, so give {num_noisy + 1} frames (the "
@@ -173,8 +176,8 @@ def rig_frames(cfg: SceneCameraConfig, num_noisy: int) -> tuple[int, ...]:
 
 
 def _file_path(cfg: SceneCameraConfig, num_noisy: int, width: int, height: int) -> ScenePath:
-    frames = rig_frames(cfg, num_noisy)
     _, rows = read_camera_file(cfg.cameras)
+    frames = _frames_in(cfg, rows, num_noisy)
     w2c, K = camera_rows_to_w2c_K(rows, width, height)
     c2w = torch.linalg.inv(torch.from_numpy(w2c))
     cameras = Cameras(c2w.float(), torch.from_numpy(np.asarray(K, np.float32)), width, height)
