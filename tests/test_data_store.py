@@ -17,6 +17,7 @@ from diffusiongs.data.store import (
     build_manifest,
     is_complete,
     item_dir,
+    read_json,
     read_manifest,
     split_of,
     write_item,
@@ -100,6 +101,23 @@ def test_unfinished_items_are_not_in_the_manifest(tmp_path):
     assert sorted(manifest.items) == ["obj0", "obj1"]
     assert not is_complete(tmp_path / "objects" / "half")
     assert read_manifest(tmp_path).splits == manifest.splits
+
+
+def test_a_shard_reindexes_by_reading_only_new_items_and_keeps_stated_splits(tmp_path, monkeypatch):
+    import diffusiongs.data.store as store
+
+    make_dataset(tmp_path, objects=2)
+    write_item(item_dir(tmp_path, "object", "held"), "held", "object", fake_views(6, 16, 7), meta={"split": "test"})
+    build_manifest(tmp_path, 0.0, 0.0)  # a first run's index: reads all three
+    write_item(item_dir(tmp_path, "object", "new"), "new", "object", fake_views(6, 16, 8))
+    reads = []
+    monkeypatch.setattr(store, "read_json", lambda path: reads.append(path.parent.name) or read_json(path))
+    reused = build_manifest(tmp_path, 0.0, 0.0, reuse=True)
+    assert reads == [tmp_path.name, "new"]  # the old manifest (in the root), then the one new item
+    assert reused.splits == {"train": ["new", "obj0", "obj1"], "val": [], "test": ["held"]}
+    reads.clear()
+    assert build_manifest(tmp_path, 0.0, 0.0).splits == reused.splits  # `data manifest`: every item read again
+    assert sorted(reads) == ["held", "new", "obj0", "obj1"]
 
 
 def test_splits_are_stable_hashes_with_the_requested_shares():

@@ -134,5 +134,6 @@ def render_item(directory: Path, item_id: str, domain: Domain, mesh: RenderMesh,
 
 
 def finish_dataset(root: Path, output: OutputConfig) -> None:
-    """Index every finished item of ``root`` (including other shards' and earlier runs') in its manifest."""
-    build_manifest(root, output.val_fraction, output.test_fraction)
+    """Index every finished item of ``root`` (including other shards' and earlier runs') in its manifest, reading
+    only the items the manifest does not hold yet."""
+    build_manifest(root, output.val_fraction, output.test_fraction, reuse=True)

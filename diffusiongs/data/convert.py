@@ -90,6 +90,6 @@ def run_convert(config: ConvertConfig) -> JobReport:
     shard = parse_shard(config.shard)
     report = run_tasks(select_shard(tasks, shard), _convert, _open, (config.source,), config.workers,
                        failure_log_path(config.out, shard), f"convert {config.source.kind}", config.progress)
-    build_manifest(config.out, config.val_fraction, config.test_fraction)
+    build_manifest(config.out, config.val_fraction, config.test_fraction, reuse=True)
     log.info("convert: %s", asdict(report))
     return report

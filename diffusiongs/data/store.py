@@ -182,10 +182,17 @@ def split_of(item_id: str, val_fraction: float, test_fraction: float) -> str:
     return "test" if u < val_fraction + test_fraction else "train"
 
 
-def build_manifest(root: Path, val_fraction: float = 0.02, test_fraction: float = 0.02) -> Manifest:
+def build_manifest(root: Path, val_fraction: float = 0.02, test_fraction: float = 0.02,
+                   reuse: bool = False) -> Manifest:
     """Scan ``root`` for finished items and write ``root/manifest.json`` (atomically). An item whose meta names its
-    split (e.g. a mesh bundle's held-out meshes) keeps it; the others are split by a hash of their id."""
+    split (e.g. a mesh bundle's held-out meshes) keeps it; the others are split by a hash of their id.
+
+    ``reuse``: for items the existing manifest already indexes at the same folder, take the split their meta states
+    from it instead of reading their cameras.json again (a finished item is never rewritten), so that each shard's
+    run reads only its new items; ``diffusiongs data manifest`` re-reads everything."""
+    known = _stated_splits(root) if reuse else {}
     items: dict[str, tuple[str, Domain]] = {}
+    stated: dict[str, str | None] = {}
     splits: dict[str, list[str]] = {name: [] for name in SPLITS}
     for domain, folder in DOMAIN_FOLDERS.items():
         for marker in sorted((root / folder).glob(f"*/{CAMERAS_FILE}")):
@@ -193,13 +200,28 @@ def build_manifest(root: Path, val_fraction: float = 0.02, test_fraction: float 
             if item_id in items:
                 raise InputError(f"{root}: item id '{item_id}' exists as an object and as a scene")
             items[item_id] = (f"{folder}/{item_id}", domain)
-            stated = read_json(marker).get("meta", {}).get("split")
-            splits[stated if stated in SPLITS else split_of(item_id, val_fraction, test_fraction)].append(item_id)
+            if known.get(item_id, (None,))[0] == items[item_id][0]:
+                stated[item_id] = known[item_id][1]
+            else:
+                split = read_json(marker).get("meta", {}).get("split")
+                stated[item_id] = split if split in SPLITS else None
+            splits[stated[item_id] or split_of(item_id, val_fraction, test_fraction)].append(item_id)
     atomic_write_json(root / MANIFEST_FILE, {
         "format": f"{FORMAT}-manifest", "version": FORMAT_VERSION,
-        "items": {k: {"path": path, "domain": domain} for k, (path, domain) in items.items()},
+        "items": {k: {"path": path, "domain": domain, "stated_split": stated[k]}
+                  for k, (path, domain) in items.items()},
         "splits": splits})
     return Manifest(items, splits)
+
+
+def _stated_splits(root: Path) -> dict[str, tuple[str, str | None]]:
+    """item id -> (folder, split its meta states or None) from an existing manifest; empty when there is none, it is
+    unreadable, or it predates the record (then every item is read)."""
+    try:
+        entries = read_json(root / MANIFEST_FILE)["items"]
+        return {k: (v["path"], v["stated_split"]) for k, v in entries.items() if "stated_split" in v}
+    except (InputError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def read_manifest(root: Path) -> Manifest:
