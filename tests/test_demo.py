@@ -20,6 +20,7 @@ from diffusiongs.inference.mesh import MeshConfig
 from diffusiongs.inference.pipeline import ExportFilter, Pipeline
 from diffusiongs.render.projection import covariances
 from diffusiongs.system import DiffusionGS, preset
+from diffusiongs.system.io import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "images" / "checker_cube.png"
@@ -114,6 +115,19 @@ def test_the_splat_viewers_copy_is_the_same_object_turned_upright_and_shrunk():
     expected = VIEWER_SCALE**2 * turn @ covariances(gaussians.quats, gaussians.scales) @ turn.T
     torch.testing.assert_close(covariances(turned.quats, turned.scales), expected, rtol=1e-5, atol=1e-6)
     assert torch.equal(turned.colors, gaussians.colors) and torch.equal(turned.opacities, gaussians.opacities)
+
+
+def test_demo_serves_a_scene_page_for_a_scene_only_model(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("gradio")
+    import diffusiongs.demo.app as app
+
+    cfg = preset("tiny")
+    cfg = replace(cfg, denoiser=replace(cfg.denoiser, decoders=("scene",)))
+    folder = export_model(tmp_path / "scenes", cfg, DiffusionGS(cfg), torch.float32)
+    served = []
+    monkeypatch.setattr(app, "launch", lambda page, *args: served.append(page))
+    assert entrypoint(["demo", "--checkpoint", str(folder), "--device", "cpu", "--out", str(tmp_path / "out")]) == 0
+    assert len(served) == 1 and "is a scene-only model: the page makes scenes" in capsys.readouterr().out
 
 
 def test_demo_without_gradio_says_how_to_install_it(monkeypatch, capsys):
