@@ -1,6 +1,8 @@
 """The `diffusiongs` command line as a user runs it: outputs that re-import and play, one-line errors."""
 
 import json
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -8,6 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+import tyro
 from PIL import Image
 from readme_snippets import generate, readme_generate_args
 
@@ -226,3 +229,40 @@ def test_device_cuda_without_a_gpu_is_one_line_in_every_command(tmp_path, tiny_m
                      str(tmp_path / "e")]):
         assert entrypoint([*command, "--device", "cuda"]) == 2
         assert capsys.readouterr().err.strip().endswith("--device cuda: torch sees no CUDA GPU")
+
+
+class _Parsed(Exception):
+    """Raised instead of running a command whose arguments parsed."""
+
+
+def documented_commands(doc: Path) -> list[list[str]]:
+    """The `diffusiongs ...` command lines of a document's bash blocks (continuations joined, comments dropped;
+    `torchrun ... -m diffusiongs.cli.main` counted as `diffusiongs`), as argument lists without the program."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", doc.read_text(), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words[:1] == ["torchrun"]:
+                words = words[words.index("diffusiongs.cli.main") + 1:]
+            elif words[:1] == ["diffusiongs"]:
+                words = words[1:]
+            else:
+                continue
+            commands.append(words)
+    return commands
+
+
+def test_training_guide_commands_parse(monkeypatch):
+    """Every command of docs/training.md is accepted by the CLI as written (parsed, not run)."""
+    real_cli = tyro.cli
+
+    def parse_only(*args, **kwargs):
+        real_cli(*args, **kwargs)
+        raise _Parsed
+
+    monkeypatch.setattr(tyro, "cli", parse_only)
+    commands = documented_commands(ROOT / "docs" / "training.md")
+    assert len(commands) >= 10
+    for command in commands:
+        with pytest.raises(_Parsed):
+            entrypoint(command)
