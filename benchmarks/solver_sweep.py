@@ -1,6 +1,7 @@
 """Samplers and step counts against the paper's DDIM-30 on one model and dataset (evaluation protocol of
-docs/RESULTS.md): PSNR, SSIM, LPIPS and seconds per object for every setting, and the fastest setting whose PSNR
-stays within ``--tolerance-db`` of the reference.
+docs/RESULTS.md): PSNR, SSIM, LPIPS, FD-VGG16 and seconds per object for every setting, and the fastest setting
+whose PSNR stays within ``--tolerance-db`` of the reference. FD-VGG16 (with LPIPS weights) compares the rendered and
+true views as distributions: a setting that blurs can gain PSNR and still lose there.
 
     python benchmarks/solver_sweep.py --checkpoint RUN --data DIR --out REPORT [--limit 32]
 
@@ -105,7 +106,7 @@ def sweep(cfg: SweepConfig, cases: list[EvalCase], pipeline: Pipeline, lpips) ->
         summary = evaluate(ModelPredictor(pipeline, sampler, cfg.seed), cases, lpips, geometry=None, sheet_items=0,
                            progress=cfg.progress).summary()
         rows.append({"setting": text, "sampler": sampler.name, "steps": sampler.num_steps, "psnr": summary["psnr"],
-                     "ssim": summary["ssim"], "lpips": summary["lpips"],
+                     "ssim": summary["ssim"], "lpips": summary["lpips"], "fd_vgg": summary["fd_vgg"],
                      "seconds_per_object": summary["seconds_median"], "seconds_mean": summary["seconds_mean"]})
         print(f"{text}: PSNR {summary['psnr']:.2f}, {summary['seconds_median']:.3f} s/object", flush=True)
     return rows
@@ -115,11 +116,12 @@ def markdown(rows: list[dict[str, Any]], reference: dict[str, Any], best: dict[s
              tolerance_db: float) -> str:
     table = [[r["sampler"], str(r["steps"]), format_value(r["psnr"], 2), f"{r['psnr'] - reference['psnr']:+.2f}",
               format_value(r["ssim"], DIGITS["ssim"]), format_value(r["lpips"], DIGITS["lpips"]),
-              format_value(r["seconds_per_object"], 3),
+              format_value(r["fd_vgg"], DIGITS["fd_vgg"]), format_value(r["seconds_per_object"], 3),
               f"{reference['seconds_per_object'] / r['seconds_per_object']:.2f}x"] for r in rows]
     return "\n".join([
         *header, "",
-        markdown_table(["sampler", "steps", "PSNR ↑", "Δ PSNR", "SSIM ↑", "LPIPS ↓", "s/object", "speed-up"], table),
+        markdown_table(["sampler", "steps", "PSNR ↑", "Δ PSNR", "SSIM ↑", "LPIPS ↓", "FD-VGG16 ↓", "s/object",
+                        "speed-up"], table),
         "",
         f"Fastest setting within {tolerance_db} dB of {reference['setting']}: **{best['setting']}** "
         f"({best['seconds_per_object']:.3f} s/object, PSNR {best['psnr']:.2f}).", ""])

@@ -501,6 +501,8 @@ def test_solver_sweep_names_the_fastest_setting_within_tolerance(dataset, model_
     payload = json.loads((tmp_path / "sweep.json").read_text())
     assert [r["setting"] for r in payload["rows"]] == ["ddim:3", "dpmpp2m:2"]
     assert payload["fastest_within_tolerance"] in ("ddim:3", "dpmpp2m:2")
+    assert all(r["fd_vgg"] is None for r in payload["rows"])  # no LPIPS weights here: no VGG16 either
+    assert "| FD-VGG16 ↓ |" in (tmp_path / "sweep.md").read_text()
     assert "Fastest setting within 0.5 dB of ddim:3" in (tmp_path / "sweep.md").read_text()
 
 
