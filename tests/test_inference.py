@@ -76,6 +76,20 @@ def test_exif_orientation_turns_phone_photos_upright(tmp_path):
     np.testing.assert_array_equal((rgba[..., :3] * 255).round().astype(np.uint8), expected)
 
 
+def test_high_bit_depth_grey_images_keep_their_values(tmp_path):
+    """16-bit grey PNGs (Pillow mode I;16) and float images (mode F) are scaled, not clipped to white above 255."""
+    ramp = np.linspace(0, 65535, 48 * 32).reshape(48, 32).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "scan.png")
+    assert Image.open(tmp_path / "scan.png").mode == "I;16"
+    rgba, has_alpha = read_rgba(tmp_path / "scan.png")
+    expected = ramp / 65535.0
+    for channel in range(3):
+        np.testing.assert_allclose(rgba[..., channel], expected, atol=1e-6)
+    assert not has_alpha and (rgba[..., 3] == 1).all()
+    floats = (ramp / 65535.0).astype(np.float32)
+    np.testing.assert_allclose(read_rgba(Image.fromarray(floats))[0][..., 0], floats, atol=1e-7)
+
+
 def test_small_inputs_warn_and_large_ones_do_not():
     small = np.ones((16, 16, 4), np.float32)
     with pytest.warns(InputWarning, match="16x16 pixels is small"):

@@ -72,10 +72,19 @@ def input_name(image: ImageInput) -> str:
     return f"<{type(image).__name__}>"
 
 
+SIXTEEN_BIT_FULL_SCALE = 65535.0
+"""White in Pillow's integer grey modes ("I;16" and "I", as 16-bit grey PNGs and TIFFs open)."""
+
+
 def _rgba_of_pil(image: Image.Image) -> tuple[Float[np.ndarray, "h w 4"], bool]:
     """float32 RGBA in [0, 1], upright (EXIF orientation applied), and whether the image has an alpha channel."""
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
     upright = ImageOps.exif_transpose(image)
+    if upright.mode.startswith("I") or upright.mode == "F":
+        # High-bit-depth grey: Pillow's convert("RGBA") would clip every value above 255 to white.
+        grey = np.asarray(upright, dtype=np.float32)
+        grey = np.clip(grey if upright.mode == "F" else grey / SIXTEEN_BIT_FULL_SCALE, 0.0, 1.0)
+        return np.stack([grey, grey, grey, np.ones_like(grey)], axis=-1), False
     return np.asarray(upright.convert("RGBA"), dtype=np.float32) / 255.0, has_alpha
 
 
