@@ -63,8 +63,6 @@ def _upload_path(upload: str | None) -> Path:
     return Path(upload)
 
 
-
-
 def build_app(runner: DemoRunner, examples: list[Path], defaults: DemoSettings = DemoSettings(),
               title: str = "DiffusionGS demo") -> gr.Blocks:
     """The page; ``runner`` does the work, ``examples`` are offered as one-click inputs."""
