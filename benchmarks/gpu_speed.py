@@ -273,8 +273,8 @@ def bench_network(spec: str, args) -> dict:
     resolution, options = int(res_text), parse_variant("+".join(rest) or "plain", NETWORK_OPTIONS)
     training = "train" in options
     device = torch.device(args.device)
-    cfg = preset(args.preset).denoiser
-    net = DiffusionGS(preset(args.preset)).net.to(device)
+    model_cfg = preset(args.preset)
+    net = DiffusionGS(model_cfg).net.to(device)
     if not training and device.type == "cuda":
         net = net.to(torch.bfloat16).eval()
     if "eager" not in options:
@@ -305,7 +305,7 @@ def bench_network(spec: str, args) -> dict:
         ms = median(cuda_time_ms(run, args.repeats))
         if spec in args.profile.split(","):
             profile(run, f"network {spec}", args)
-    flops = forward_flops(cfg, views, resolution, batch)["total"] * (3 if training else 1)
+    flops = forward_flops(model_cfg.denoiser, views, resolution, batch)["total"] * (3 if training else 1)
     peak_gb = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
     return {"variant": spec, "resolution": resolution, "batch": batch, "views": views, "ms": ms,
             "tflops": flops / (ms / 1e3) / 1e12, "mfu": flops / (ms / 1e3) / (PEAK_BF16_TFLOPS * 1e12),

@@ -83,10 +83,14 @@ def test_steps_are_limited_by_the_models_schedule(runner, monkeypatch):
         runner.run(EXAMPLE, DemoSettings(steps=60))
 
 
-def test_a_scene_only_model_makes_scenes_and_refuses_objects_in_one_line(tmp_path):
+def scene_only_tiny() -> DiffusionGS:
+    """The tiny preset with a scene decoder only (as the official scene checkpoint)."""
     cfg = preset("tiny")
-    model = DiffusionGS(replace(cfg, denoiser=replace(cfg.denoiser, decoders=("scene",))))
-    scenes = DemoRunner(Pipeline(model), tmp_path, frames=0)
+    return DiffusionGS(replace(cfg, denoiser=replace(cfg.denoiser, decoders=("scene",))))
+
+
+def test_a_scene_only_model_makes_scenes_and_refuses_objects_in_one_line(tmp_path):
+    scenes = DemoRunner(Pipeline(scene_only_tiny()), tmp_path, frames=0)
     assert scenes.domains == ("scene",)
     with pytest.raises(InputError, match="domain: the model has no object decoder"):
         scenes.run(EXAMPLE, DemoSettings(steps=1))
@@ -121,9 +125,8 @@ def test_demo_serves_a_scene_page_for_a_scene_only_model(tmp_path, monkeypatch, 
     pytest.importorskip("gradio")
     import diffusiongs.demo.app as app
 
-    cfg = preset("tiny")
-    cfg = replace(cfg, denoiser=replace(cfg.denoiser, decoders=("scene",)))
-    folder = export_model(tmp_path / "scenes", cfg, DiffusionGS(cfg), torch.float32)
+    model = scene_only_tiny()
+    folder = export_model(tmp_path / "scenes", model.cfg, model, torch.float32)
     served = []
     monkeypatch.setattr(app, "launch", lambda page, *args: served.append(page))
     assert entrypoint(["demo", "--checkpoint", str(folder), "--device", "cpu", "--out", str(tmp_path / "out")]) == 0
