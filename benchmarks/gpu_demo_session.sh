@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The demo model's GPU calls (docs/DEMO_MODEL.md), from the repository root on the lent machine. Training runs in
-# the background (its own process session), so it goes on between calls while the machine stays warm; each call
-# returns the training log and the latest EMA weights (float16 shards of at most 15 MB), so that a lost machine
-# loses no more than one call's work.
-#   bash benchmarks/gpu_demo_session.sh start TRAIN_MINUTES CALL_SECONDS   # set up, render, start training
-#   bash benchmarks/gpu_demo_session.sh wait CALL_SECONDS                  # let it train; return its state
-#   bash benchmarks/gpu_demo_session.sh final                              # wait for the end; evaluate; return
+# The demo model's GPU calls (docs/DEMO_MODEL.md), from the repository root on the lent machine (one process per
+# GPU). Training runs in the background (its own process session), so it goes on between calls while the machine
+# stays warm; each call returns the training log and the latest EMA weights (float16 shards of at most 15 MB), so
+# that a lost machine loses no more than one call's work.
+#   bash benchmarks/gpu_demo_session.sh start STEPS TRAIN_MINUTES CALL_SECONDS   # set up, render, start training
+#   bash benchmarks/gpu_demo_session.sh wait CALL_SECONDS                        # let it train; return its state
+#   bash benchmarks/gpu_demo_session.sh final                                    # wait for the end; return
+#   bash benchmarks/gpu_demo_session.sh eval                                     # held-out meshes, on the GPU
 # Carried: .whl (wheels), .gl (EGL loaders), .gpu/bundle (the mesh bundle), .gpu/lpips_vgg16_int8.safetensors,
 # .gpu/init_model (the previous demo model, int8: `diffusiongs export-model ... --dtype int8 --weights raw`).
 set -euo pipefail
@@ -29,15 +30,16 @@ wait_until() {  # sleep until $1 seconds after the call started, or until traini
 
 case $phase in
 start)
-    minutes=$2
-    seconds=$3
+    steps=$2
+    minutes=$3
+    seconds=$4
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     python3 -c "from gsplat.cuda._backend import _C"  # builds gsplat's extension once per machine
     echo "gsplat ready after $(($(date +%s) - start)) s"
     bash scripts/demo_model.sh data .gpu/bundle "$work" > "$work.data.log" 2>&1 || { tail -n 30 "$work.data.log"; exit 1; }
     tail -n 3 "$work.data.log"
     echo "data ready after $(($(date +%s) - start)) s"
-    setsid nohup bash scripts/demo_model.sh train "$work" .gpu/init_model "$minutes" > "$work/train.log" 2>&1 &
+    setsid nohup bash scripts/demo_model.sh train "$work" .gpu/init_model "$steps" "$minutes" > "$work/train.log" 2>&1 &
     sleep 120
     nvidia-smi dmon -c 5 -s u || true
     wait_until "$seconds"
@@ -47,7 +49,8 @@ wait)
     report_state ;;
 final)
     while pgrep -f "diffusiongs.cli.main train" > /dev/null; do sleep 5; done
-    report_state
+    report_state ;;
+eval)
     bash scripts/demo_model.sh eval "$work" "$work/reports" > "$work/eval.log" 2>&1 || tail -n 30 "$work/eval.log"
     tail -n 2 "$work/eval.log"
     tar czf "$OUT/reports.tgz" -C "$work" reports eval.log ;;

@@ -14,6 +14,9 @@ if [ ! -f "$site/.complete" ]; then
 fi
 export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 PYTHONUNBUFFERED=1
+# NVLink multicast stays off on the shared multi-GPU hosts (KINDS.md of the lending service): set here too, so
+# that programs started with their own environment keep it.
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 for weights in .gpu/lpips_vgg16_int8.safetensors .gpu/lpips_vgg16.safetensors; do
     if [ -f "$weights" ]; then export DIFFUSIONGS_LPIPS_WEIGHTS="$PWD/$weights"; break; fi
 done
