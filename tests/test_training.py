@@ -16,6 +16,7 @@ from diffusiongs.diffusion import NoiseSchedule
 from diffusiongs.errors import InputError, TrainingDiverged
 from diffusiongs.geometry import ViewLayout
 from diffusiongs.system import DiffusionGS, preset
+from diffusiongs.system.io import load_model
 from diffusiongs.training.losses import LossConfig, point_distribution_loss
 from diffusiongs.training.step import StepConfig, draw_step_noise, train_step
 from diffusiongs.training.trainer import OptimConfig, TrainConfig, Trainer, ema_decay_at, ema_warning, lr_at
@@ -190,6 +191,35 @@ def test_training_can_start_from_the_shipped_demo_model(tmp_path):
     shipped = load_file(str(demo / "model.safetensors"))
     for name, value in trainer.model.state_dict().items():
         assert torch.equal(value, shipped[name].float()), name
+
+
+def test_a_model_with_fewer_blocks_is_grown_and_the_grown_model_computes_the_same(tmp_path, tiny_model_f32):
+    """The tiny model (2 blocks) grown to 4: its blocks keep their places, the added ones pass their input through
+    (adaLN gates exactly 0), so the grown network's output is bit-identical; the added blocks still train (their
+    adaLN layers get gradients)."""
+    trainer = Trainer(tiny_config(tmp_path / "run", depth=4, init_from=tiny_model_f32, resolution=None),
+                      BlobDataset(num_items=1))
+    trainer._restore()
+    source = load_model(tiny_model_f32)
+    grown = trainer.model
+    assert len(grown.net.transformer) == 4
+    for name, value in source.state_dict().items():
+        assert torch.equal(grown.state_dict()[name], value), name
+    images, rays = torch.rand(2, 4, 3, 32, 32), torch.randn(2, 4, 6, 32, 32)
+    timesteps, is_object = torch.tensor([10, 900]), torch.tensor([True, False])
+    with torch.no_grad():
+        a, b = source.net(images, rays, timesteps, is_object), grown.net(images, rays, timesteps, is_object)
+    assert torch.equal(a.pixel_raw, b.pixel_raw)
+    b = grown.net(images, rays, timesteps, is_object)
+    b.pixel_raw.square().mean().backward()
+    assert grown.net.transformer[3].adaLN_modulation[1].weight.grad.abs().sum() > 0
+
+
+def test_init_from_still_refuses_a_model_of_another_width(tmp_path, tiny_model_f32):
+    trainer = Trainer(tiny_config(tmp_path / "run", preset="small", init_from=tiny_model_f32),
+                      BlobDataset(num_items=1))
+    with pytest.raises(InputError, match="weights do not match|has shape"):
+        trainer._restore()
 
 
 # ------------------------------------------------------------------------------------------- non-finite steps

@@ -208,6 +208,24 @@ class Denoiser(nn.Module):
         return DenoiserOutput(pixel_raw=pixel_raw, global_raw=global_raw)
 
 
+def deepened_state(state: dict[str, Tensor], net: Denoiser, prefix: str = "") -> dict[str, Tensor]:
+    """The weights of a shallower denoiser (otherwise the same network) extended to ``net``'s depth, so that the
+    deeper network computes exactly what the shallower one did.
+
+    The trained blocks keep their places; every added block takes ``net``'s own initial weights with its adaLN
+    modulation zeroed, so both its gates are 0 and it passes its input through (adaLN-Zero, DiT §3.2). Training
+    then opens the gates. ``prefix`` is the denoiser's key prefix in ``state`` (e.g. ``net.``).
+    """
+    have = {int(key[len(prefix):].split(".")[1]) for key in state if key.startswith(f"{prefix}transformer.")}
+    deeper = dict(state)
+    for key, value in net.state_dict().items():
+        parts = key.split(".")
+        if parts[0] == "transformer" and int(parts[1]) >= len(have):
+            added = value.detach().clone()
+            deeper[prefix + key] = added.zero_() if parts[2] == "adaLN_modulation" else added
+    return deeper
+
+
 def _init_linear(module: nn.Module) -> None:
     """Normal(0, 0.02) weights and zero biases for every linear layer, as in the official code (which does not
     zero the adaLN layers)."""

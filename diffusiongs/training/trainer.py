@@ -30,6 +30,7 @@ from diffusiongs.data.types import MultiViewExample, TrainingBatch, collate_exam
 from diffusiongs.diffusion.schedule import NoiseSchedule
 from diffusiongs.errors import InputError, TrainingDiverged
 from diffusiongs.geometry import RayEmbedding, ViewLayout
+from diffusiongs.model.denoiser import deepened_state
 from diffusiongs.system import io as model_io
 from diffusiongs.system.model import DiffusionGS, ModelConfig
 from diffusiongs.system.presets import preset
@@ -94,8 +95,12 @@ class TrainConfig:
     """Training image side; None uses the preset's. Nothing in the model depends on it (256 -> 512 stages)."""
     ray_embedding: RayEmbedding | None = None
     """Override the preset's camera conditioning (``rppc`` or ``plucker``, for the RPPC ablation)."""
+    depth: int | None = None
+    """Override the preset's number of transformer blocks (e.g. to grow a trained model: see ``init_from``)."""
     init_from: Path | None = None
-    """Start from these weights (a checkpoint or exported model folder), e.g. the 256-px stage for a 512-px run."""
+    """Start from these weights (a checkpoint or exported model folder), e.g. the 256-px stage for a 512-px run.
+    A model that differs only in having fewer transformer blocks is grown: its blocks keep their places and the
+    added ones start as the identity, so the run starts from what that model computes."""
     init_from_ema: bool = False
     """With ``init_from``: start from its EMA weights instead of its raw weights (a checkpoint holds both; an
     exported model has only one set)."""
@@ -134,6 +139,8 @@ def model_config_for(cfg: TrainConfig) -> ModelConfig:
         model_cfg = replace(model_cfg, resolution=cfg.resolution)
     if cfg.ray_embedding is not None:
         model_cfg = replace(model_cfg, ray_embedding=cfg.ray_embedding)
+    if cfg.depth is not None:
+        model_cfg = replace(model_cfg, denoiser=replace(model_cfg.denoiser, depth=cfg.depth))
     return model_cfg
 
 
@@ -275,14 +282,27 @@ class Trainer:
     def _init_from(self, folder: Path) -> None:
         weights = model_io.weights_file(folder, prefer_ema=self.cfg.init_from_ema)
         state = {k: v.float() for k, v in model_io.load_weights(weights).items()}
+        source = model_io.read_model_config(folder)
+        grown = self._grows(source)
+        if grown:
+            state = deepened_state(state, self.model.net, prefix="net.")
         model_io.load_model_state(self.model, state, weights)
         if not self.info.is_main:
             return
         print(f"initialised from {weights}")
-        source_layout = model_io.read_model_config(folder).view_layout
+        if grown:
+            print(f"note: grown from {source.denoiser.depth} to {self.model_cfg.denoiser.depth} transformer blocks; "
+                  "the added blocks start as the identity")
+        source_layout = source.view_layout
         if source_layout.differs_from(self.model_cfg.view_layout):
             print(f"note: {folder} was trained with the {source_layout.describe()} view layout; this run trains "
                   f"with {self.model_cfg.view_layout.describe()}")
+
+    def _grows(self, source: ModelConfig) -> bool:
+        """Whether ``source`` is this run's network with fewer transformer blocks (then it is grown, not refused)."""
+        own = self.model_cfg.denoiser
+        return (source.denoiser.depth < own.depth
+                and replace(source.denoiser, depth=own.depth, grad_checkpointing=own.grad_checkpointing) == own)
 
     def _loader(self) -> Iterator[tuple[TrainingBatch, list[int]]]:
         sampler = SampleStream(len(self.dataset), self.cfg.batch_size, self.info, self.cfg.seed, self.step)
