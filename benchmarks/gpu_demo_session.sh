@@ -3,7 +3,8 @@
 # GPU). Training runs in the background (its own process session), so it goes on between calls while the machine
 # stays warm; each call returns the training log and the latest EMA weights (float16 shards of at most 15 MB), so
 # that a lost machine loses no more than one call's work.
-#   bash benchmarks/gpu_demo_session.sh start STEPS TRAIN_MINUTES CALL_SECONDS   # set up, render, start training
+#   bash benchmarks/gpu_demo_session.sh start STEPS TRAIN_MINUTES CALL_SECONDS [FLAG...]   # set up, render, train
+#                                                                  (FLAGs go to `train`, e.g. --depth 20)
 #   bash benchmarks/gpu_demo_session.sh wait CALL_SECONDS                        # let it train; return its state
 #   bash benchmarks/gpu_demo_session.sh final                                    # wait for the end; return
 #   bash benchmarks/gpu_demo_session.sh eval                                     # held-out meshes, on the GPU
@@ -33,13 +34,14 @@ start)
     steps=$2
     minutes=$3
     seconds=$4
+    extra=("${@:5}")
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     python3 -c "from gsplat.cuda._backend import _C"  # builds gsplat's extension once per machine
     echo "gsplat ready after $(($(date +%s) - start)) s"
     bash scripts/demo_model.sh data .gpu/bundle "$work" > "$work.data.log" 2>&1 || { tail -n 30 "$work.data.log"; exit 1; }
     tail -n 3 "$work.data.log"
     echo "data ready after $(($(date +%s) - start)) s"
-    setsid nohup bash scripts/demo_model.sh train "$work" .gpu/init_model "$steps" "$minutes" > "$work/train.log" 2>&1 &
+    setsid nohup bash scripts/demo_model.sh train "$work" .gpu/init_model "$steps" "$minutes" "${extra[@]}" > "$work/train.log" 2>&1 &
     sleep 120
     nvidia-smi dmon -c 5 -s u || true
     wait_until "$seconds"

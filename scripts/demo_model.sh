@@ -5,7 +5,8 @@
 # starting from the model the previous one made (the first from the procedural-only demo model) with the same
 # command: only STEPS and the machine's GPU count differ. Every phase resumes: rerun a phase to continue it.
 #   scripts/demo_model.sh data  BUNDLE WORK                      # render the bundle and the procedural items
-#   scripts/demo_model.sh train WORK INIT STEPS [MAX_MINUTES]    # train (or resume) WORK/run from the model INIT
+#   scripts/demo_model.sh train WORK INIT STEPS [MAX_MINUTES [FLAG...]]   # train (or resume) WORK/run from INIT;
+#                                                                          # FLAGs go to `train` (e.g. --depth 20)
 #   scripts/demo_model.sh eval  WORK REPORTS                     # held-out real objects: model and copy-condition
 set -euo pipefail
 phase=$1
@@ -24,6 +25,7 @@ train)
     init=$3
     steps=$4
     minutes=${5:-}
+    extra=("${@:6}")
     # One process per GPU (DDP); the batch is per process, so the global batch is 32 x GPUs.
     gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
     launch=(diffusiongs)
@@ -34,7 +36,7 @@ train)
         --scene-weight 0.15 --out "$work/run" --init-from "$init" --steps "$steps" --batch-size 32 --num-novel 3 \
         --layout.mode orbit --optim.lr 2e-4 --optim.warmup-steps 200 --step.loss.point-warmup-steps 0 --seed 0 \
         --num-workers $((workers > 12 ? 12 : workers)) --log-every 50 --ckpt-every 500 --keep-last 2 \
-        --image-every 0 --compile --no-progress ${minutes:+--max-minutes "$minutes"} ;;
+        --image-every 0 --compile --no-progress ${minutes:+--max-minutes "$minutes"} "${extra[@]}" ;;
 eval)
     work=$2
     reports=$3
