@@ -19,10 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import tyro
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
@@ -30,7 +28,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from diffusiongs.data.images import decode_image, to_tensors  # noqa: E402
 from diffusiongs.errors import exit_with  # noqa: E402
 from diffusiongs.inference import Pipeline  # noqa: E402
-from diffusiongs.inference.media import image_row  # noqa: E402
+from diffusiongs.inference.media import image_row, image_rows, write_image  # noqa: E402
 from diffusiongs.inference.outputs import OutputConfig, render_fly_through  # noqa: E402
 from diffusiongs.inference.pipeline import DEFAULT_MODEL_DIR  # noqa: E402
 from diffusiongs.inference.scene import SceneCameraConfig  # noqa: E402
@@ -81,11 +79,7 @@ def main() -> int:
     width = max(len(row) for row in rows)
     blank = torch.ones(3, size, size)
     pictures = [image_row(torch.cat([row, blank[None].expand(width - len(row), -1, -1, -1)])) for row in rows]
-    gap = np.full((4, pictures[0].shape[1], 3), 255, np.uint8)
-    sheet = np.concatenate([part for row in pictures for part in (row, gap)][:-1])
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(sheet).save(cfg.out)
-    print(f"wrote {cfg.out}")
+    print(f"wrote {write_image(image_rows(pictures), cfg.out)}")
     return 0
 
 

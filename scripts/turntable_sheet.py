@@ -10,17 +10,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import tyro
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from diffusiongs.errors import exit_with  # noqa: E402
 from diffusiongs.inference import GenerateConfig, Pipeline  # noqa: E402
-from diffusiongs.inference.media import image_row  # noqa: E402
+from diffusiongs.inference.media import image_row, image_rows, write_image  # noqa: E402
 from diffusiongs.inference.outputs import OutputConfig, render_turntable  # noqa: E402
 from diffusiongs.inference.pipeline import DEFAULT_MODEL_DIR  # noqa: E402
 
@@ -45,11 +43,7 @@ def main() -> int:
         frames = render_turntable(pipeline, result, OutputConfig(turntable_seconds=4 / 24, turntable_fps=24))
         rows.append(image_row(torch.cat([result.condition.rgb[None], frames.clamp(0, 1)])))
         print(f"{path}: {result.gaussians.num_gaussians} Gaussians")
-    gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
-    sheet = np.concatenate([part for row in rows for part in (row, gap)][:-1])
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(sheet).save(cfg.out)
-    print(f"wrote {cfg.out}")
+    print(f"wrote {write_image(image_rows(rows), cfg.out)}")
     return 0
 
 

@@ -84,3 +84,10 @@ def image_row(images: Float[Tensor, "n 3 h w"], gap: int = 4) -> UInt8[np.ndarra
     for i, image in enumerate(images):
         canvas[:, :, i * (w + gap):i * (w + gap) + w] = image.clamp(0, 1)
     return to_uint8(canvas[None])[0]
+
+
+def image_rows(rows: list[UInt8[np.ndarray, "h w 3"]], gap: int = 4) -> UInt8[np.ndarray, "H w 3"]:
+    """Rows of images (each from :func:`image_row`, all the same width) one above the other, ``gap`` white pixels
+    apart: a contact sheet."""
+    space = np.full((gap, rows[0].shape[1], 3), 255, np.uint8)
+    return np.concatenate([part for row in rows for part in (row, space)][:-1])
