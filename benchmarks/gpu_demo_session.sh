@@ -9,7 +9,7 @@
 #   bash benchmarks/gpu_demo_session.sh final                                    # wait for the end; return
 #   bash benchmarks/gpu_demo_session.sh eval                                     # held-out meshes, on the GPU
 # Carried: .whl (wheels), .gl (EGL loaders), .gpu/bundle (the mesh bundle), .gpu/lpips_vgg16_int8.safetensors,
-# .gpu/init_model (the previous demo model, int8: `diffusiongs export-model ... --dtype int8 --weights raw`).
+# .gpu/init_model (the model to start from, int8: `diffusiongs export-model ... --dtype int8 --weights raw`).
 set -euo pipefail
 phase=$1
 work=/tmp/demo

@@ -3,7 +3,7 @@
 # 128 px, trained on real meshes (a bundle made by `diffusiongs data bundle` from Debian's sweethome3d-furniture)
 # mixed with procedural objects and procedural scenes, in the orbit view layout. It was trained in stages, each
 # starting from the model the previous one made (the first from the procedural-only demo model) with the same
-# command: only STEPS and the machine's GPU count differ. Every phase resumes: rerun a phase to continue it.
+# command; STEPS and the machine's GPU count differ (docs/DEMO_MODEL.md). Every phase resumes: rerun it to continue.
 #   scripts/demo_model.sh data  BUNDLE WORK                      # render the bundle and the procedural items
 #   scripts/demo_model.sh train WORK INIT STEPS [MAX_MINUTES [FLAG...]]   # train (or resume) WORK/run from INIT;
 #                                                                          # FLAGs go to `train` (e.g. --depth 20)

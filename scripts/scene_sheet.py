@@ -2,8 +2,8 @@
 orbit. Rows:
 
 1. the input, then the ground-truth frames ``--frames`` and ``--last-frame`` of the scene's own renders;
-2. the input, the model's renders at the true cameras of ``--frames`` (``--cameras``), and the first and last
-   frames of its fly-through;
+2. the input, the model's renders at the true cameras of ``--frames`` (``--cameras``), and the fly-through's two
+   ends (its farthest frames past the rig's last and first frame);
 3. the same on the default orbit (what ``diffusiongs generate IMAGE --domain scene`` does).
 
     python scripts/scene_sheet.py examples/images/room.png --cameras examples/cameras/room.txt \\
