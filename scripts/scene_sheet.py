@@ -25,7 +25,7 @@ import tyro
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from diffusiongs.data.images import decode_image, to_tensors  # noqa: E402
+from diffusiongs.data.images import decode_image, resample_square, to_tensors  # noqa: E402
 from diffusiongs.errors import exit_with  # noqa: E402
 from diffusiongs.inference import Pipeline  # noqa: E402
 from diffusiongs.inference.media import image_row, image_rows, write_image  # noqa: E402
@@ -53,9 +53,8 @@ class SceneSheetConfig:
 
 
 def _tile(image: torch.Tensor, size: int) -> torch.Tensor:
-    """``[3, h, w]`` -> ``[3, size, size]`` (bilinear, antialiased)."""
-    return torch.nn.functional.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True,
-                                           align_corners=False)[0].clamp(0, 1)
+    """``[3, h, w]`` -> ``[3, size, size]``."""
+    return resample_square(image[None], size)[0]
 
 
 def _model_row(pipeline: Pipeline, image: Path, cameras: SceneCameraConfig, size: int) -> torch.Tensor:

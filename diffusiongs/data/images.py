@@ -107,6 +107,11 @@ def center_crop_square(example: MultiViewExample) -> MultiViewExample:
                    cameras=Cameras(example.cameras.c2w, K, size, size))
 
 
+def resample_square(images: Float[Tensor, "n c h w"], size: int) -> Float[Tensor, "n c size size"]:
+    """Images resampled to ``size`` x ``size`` by area averaging (antialiased bilinear), values kept in [0, 1]."""
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
 def resize_example(example: MultiViewExample, size: int) -> MultiViewExample:
     """Square views resampled to ``size`` x ``size``: area-averaged (antialiased bilinear) colour and masks,
     nearest-neighbour depth (averaging depth across an edge would invent surfaces)."""
@@ -116,11 +121,7 @@ def resize_example(example: MultiViewExample, size: int) -> MultiViewExample:
     if size == height:
         return example
 
-    def smooth(t: Tensor | None) -> Tensor | None:
-        if t is None:
-            return None
-        return F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-
+    masks = None if example.masks is None else resample_square(example.masks, size)
     depths = None if example.depths is None else F.interpolate(example.depths, size=(size, size), mode="nearest")
-    return replace(example, images=smooth(example.images), masks=smooth(example.masks), depths=depths,
+    return replace(example, images=resample_square(example.images, size), masks=masks, depths=depths,
                    cameras=example.cameras.resized(size, size))

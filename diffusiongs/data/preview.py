@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from jaxtyping import UInt8
 
+from diffusiongs.data.images import resample_square
 from diffusiongs.data.reader import MultiViewReader
 
 
@@ -22,7 +22,7 @@ def contact_sheet(reader: MultiViewReader, items: int, views: int, tile: int, ga
         side = min(images.shape[-2:])
         top, left = (images.shape[-2] - side) // 2, (images.shape[-1] - side) // 2
         square = images[..., top:top + side, left:left + side]
-        tiles = F.interpolate(square, size=(tile, tile), mode="bilinear", antialias=True, align_corners=False)
+        tiles = resample_square(square, tile)
         row = torch.full((3, tile, views * (tile + gap) - gap), 0.85)
         for k, image in enumerate(tiles):
             row[:, :, k * (tile + gap):k * (tile + gap) + tile] = image
