@@ -271,6 +271,7 @@ def test_a_step_with_a_nan_loss_is_skipped_and_logged(tmp_path, caplog):
     assert any(k.startswith("model ") for k in changed) and any(k.startswith("ema ") for k in changed)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    assert all(a["time"] <= b["time"] for a, b in zip(records, records[1:]))  # every line, skipped ones too
     assert records[2]["skipped"] and records[2]["loss"] == "nan"
     assert not any("skipped" in r for r in records[:2] + records[3:])
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]

@@ -501,11 +501,12 @@ class Trainer:
             progress.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}")
 
     def _write_record(self, record: dict) -> None:
-        """Append one line to metrics.jsonl."""
+        """Append one line to metrics.jsonl, stamped with the wall-clock time (Unix seconds), so that a run's speed
+        can be read from its log across resumes."""
         if self._log_file is None:
             self.cfg.out.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.cfg.out / "metrics.jsonl", "a")
-        self._log_file.write(json.dumps(record) + "\n")
+        self._log_file.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
         self._log_file.flush()
 
     def _log_images(self, batch: TrainingBatch, renders: torch.Tensor) -> None:
