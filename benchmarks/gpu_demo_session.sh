@@ -16,12 +16,17 @@ work=/tmp/demo
 source benchmarks/gpu_env.sh
 start=$(date +%s)
 
-report_state() {  # the log and the latest EMA weights into $OUT
-    cp "$work/train.log" "$OUT/" 2>/dev/null || true
-    cp "$work/run/metrics.jsonl" "$OUT/train_metrics.jsonl" 2>/dev/null || true
+report_state() {  # the latest EMA weights' shards, and one archive of the logs and the model's small files, into $OUT
+    local files=("$work/train.log" "$work/run/metrics.jsonl")
     if [ -f "$work/run/checkpoints/latest" ]; then
-        python3 -m diffusiongs.cli.main export-model "$work/run" --out "$OUT/model" --max-shard-mb 15
+        # A call returns at most 8 files: a deeper model's float16 shards (6 at depth 20) leave room for one more.
+        rm -rf "$work/export"
+        python3 -m diffusiongs.cli.main export-model "$work/run" --out "$work/export" --max-shard-mb 15
+        mkdir -p "$OUT/model"
+        mv "$work/export"/*.safetensors "$OUT/model/"
+        files+=("$work/export"/*)
     fi
+    tar czf "$OUT/state.tgz" --ignore-failed-read --transform 's,.*/,,' "${files[@]}" 2>/dev/null || true
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader || true
 }
 
