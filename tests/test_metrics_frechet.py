@@ -3,7 +3,9 @@ import pytest
 import scipy.linalg
 import torch
 
-from diffusiongs.metrics.frechet import EMBEDDING_DIM, frechet_distance, vgg_embeddings
+from diffusiongs.evaluation.scoring import LPIPS_CHUNK, image_scores
+from diffusiongs.metrics import psnr
+from diffusiongs.metrics.frechet import EMBEDDING_DIM, frechet_distance
 from diffusiongs.metrics.lpips import LPIPS, LPIPSConfig
 
 
@@ -38,13 +40,26 @@ def test_needs_two_samples():
         frechet_distance(np.zeros((1, 3)), np.zeros((5, 3)))
 
 
-def test_vgg_embeddings_are_the_pooled_deepest_tap():
+def test_image_scores_take_lpips_and_the_fd_embeddings_from_one_vgg_pass():
     net = LPIPS(LPIPSConfig(resize_to=32))
     torch.manual_seed(0)
     for p in net.parameters():
         p.data.normal_(0, 0.05)
-    images = torch.rand(3, 3, 16, 16)
-    out = vgg_embeddings(net, images)
-    assert out.shape == (3, EMBEDDING_DIM) and out.dtype == torch.float64
-    resized = torch.nn.functional.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(out, net.features(resized)[-1].mean(dim=(-2, -1)).double())
+    pred = torch.rand(LPIPS_CHUNK + 3, 3, 16, 16) * 1.4 - 0.2  # beyond [0, 1] too; two chunks
+    target = torch.rand(LPIPS_CHUNK + 3, 3, 16, 16)
+    scores = image_scores(pred, target, net)
+    clamped = pred.clamp(0, 1)
+
+    def embeddings(images):  # the plain way: VGG16 once more on the clamped, resized images
+        resized = torch.nn.functional.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False)
+        return net.features(resized)[-1].mean(dim=(-2, -1)).double()
+
+    assert scores.pred_embeddings.shape == (len(pred), EMBEDDING_DIM) and scores.pred_embeddings.dtype == torch.float64
+    # The same float32 arithmetic in batches of another size: CPU convolution kernels may sum in another order,
+    # ~sqrt(K) eps relative per layer for K = 9 x 512 products, compounded over 13 layers: well within 1e-4.
+    tolerance = {"rtol": 1e-4, "atol": 1e-7}
+    torch.testing.assert_close(scores.pred_embeddings, embeddings(clamped), **tolerance)
+    torch.testing.assert_close(scores.target_embeddings, embeddings(target), **tolerance)
+    torch.testing.assert_close(torch.tensor(scores.lpips), net(clamped, target), **tolerance)
+    assert scores.psnr == psnr(clamped, target).tolist()
+    assert image_scores(pred, target, None).pred_embeddings is None

@@ -21,13 +21,15 @@ from diffusiongs.evaluation.protocol import EvalCase, Skipped
 from diffusiongs.evaluation.scoring import (
     GeometryConfig,
     GeometryScores,
+    ImageScores,
     geometry_scores,
     image_scores,
     mesh_geometry_scores,
 )
 from diffusiongs.gaussians import Gaussians
 from diffusiongs.inference.mesh import MeshConfig, extract_mesh
-from diffusiongs.metrics.frechet import frechet_distance, vgg_embeddings
+from diffusiongs.metrics.frechet import frechet_distance
+from diffusiongs.metrics.lpips import LPIPS
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +154,11 @@ def _mesh_scores(gaussians: Gaussians, surface: Float[Tensor, "p 3"], geometry: 
     return mesh_geometry_scores(extracted, surface, geometry), extracted.num_faces, seconds
 
 
-def score_case(case: EvalCase, predictor: Predictor, lpips: torch.nn.Module | None,
+def score_case(case: EvalCase, predictor: Predictor, lpips: LPIPS | None,
                geometry: GeometryConfig | None, mesh: MeshConfig | None = None
-               ) -> tuple[ItemResult, Float[Tensor, "t 3 h w"]]:
-    """Predict one case and score it; returns the result and the predicted target views (on the CPU).
+               ) -> tuple[ItemResult, Float[Tensor, "t 3 h w"], ImageScores]:
+    """Predict one case and score it; returns the result, the predicted target views (on the CPU) and the
+    per-view image scores (with the FD-VGG16 embeddings).
 
     With ``mesh`` (and geometry, surface samples and Gaussians) a mesh is extracted and scored as well."""
     prediction = predictor.predict(case)
@@ -177,10 +180,10 @@ def score_case(case: EvalCase, predictor: Predictor, lpips: torch.nn.Module | No
         precision=None if geo is None else geo.precision, recall=None if geo is None else geo.recall,
         num_points=None if geo is None else geo.num_points, seconds=prediction.seconds,
         views={"psnr": images.psnr, "ssim": images.ssim, "lpips": images.lpips}, **mesh_extra)
-    return result, renders
+    return result, renders, images
 
 
-def evaluate(predictor: Predictor, cases: Iterable[EvalCase | Skipped], lpips: torch.nn.Module | None = None,
+def evaluate(predictor: Predictor, cases: Iterable[EvalCase | Skipped], lpips: LPIPS | None = None,
              geometry: GeometryConfig | None = GeometryConfig(), sheet_items: int = 4, sheet_views: int = 5,
              progress: bool = False, total: int | None = None, mesh: MeshConfig | None = None) -> EvalResult:
     """Score every case; :class:`Skipped` entries are collected (their loader already logged them).
@@ -201,11 +204,11 @@ def evaluate(predictor: Predictor, cases: Iterable[EvalCase | Skipped], lpips: t
             if isinstance(case, Skipped):
                 result.skipped.append(case)
                 continue
-            item, renders = score_case(case, predictor, lpips, geometry, mesh)
+            item, renders, images = score_case(case, predictor, lpips, geometry, mesh)
             result.items.append(item)
-            if lpips is not None:
-                result.embeddings["renders"].append(vgg_embeddings(lpips, renders))
-                result.embeddings["targets"].append(vgg_embeddings(lpips, case.targets))
+            if images.pred_embeddings is not None:
+                result.embeddings["renders"].append(images.pred_embeddings)
+                result.embeddings["targets"].append(images.target_embeddings)
             log.info("%s: PSNR %.2f SSIM %.4f", item.item_id, item.psnr, item.ssim)
             if len(result.sheet) < sheet_items:
                 chosen = sheet_indices(len(case.target_views), sheet_views)

@@ -4,7 +4,7 @@ extracted from them)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from jaxtyping import Float
@@ -13,7 +13,9 @@ from torch import Tensor
 from diffusiongs.gaussians import Gaussians
 from diffusiongs.inference.mesh import ColoredMesh, sample_mesh_points
 from diffusiongs.metrics import chamfer_distance, f_score, psnr, ssim
+from diffusiongs.metrics.frechet import pooled_embeddings
 from diffusiongs.metrics.geometry import DEFAULT_F_SCORE_THRESHOLD
+from diffusiongs.metrics.lpips import LPIPS
 
 LPIPS_CHUNK = 8
 """Views per LPIPS call (VGG16 at 256^2 holds ~0.5 GB of activations per view)."""
@@ -37,11 +39,15 @@ class GeometryConfig:
 
 @dataclass(frozen=True)
 class ImageScores:
-    """Per target view, in the order of the case's targets (``lpips`` None without LPIPS weights)."""
+    """Per target view, in the order of the case's targets (``lpips`` and the embeddings None without LPIPS
+    weights)."""
 
     psnr: list[float]
     ssim: list[float]
     lpips: list[float] | None
+    pred_embeddings: Float[Tensor, "t 512"] | None = None
+    """FD-VGG16's embedding of each predicted view (:func:`~diffusiongs.metrics.frechet.pooled_embeddings`)."""
+    target_embeddings: Float[Tensor, "t 512"] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,14 +66,23 @@ NOTHING_PREDICTED = GeometryScores(chamfer=math.inf, f_score=0.0, precision=0.0,
 
 @torch.no_grad()
 def image_scores(pred: Float[Tensor, "t 3 h w"], target: Float[Tensor, "t 3 h w"],
-                 lpips: torch.nn.Module | None) -> ImageScores:
-    """PSNR, SSIM (both on [0, 1]-clamped images) and LPIPS-VGG of every target view."""
-    lpips_values = None
-    if lpips is not None:
-        device = next(lpips.parameters()).device
-        lpips_values = torch.cat([lpips(p.to(device), t.to(device)).cpu()
-                                  for p, t in zip(pred.split(LPIPS_CHUNK), target.split(LPIPS_CHUNK))]).tolist()
-    return ImageScores(psnr=psnr(pred, target).tolist(), ssim=ssim(pred, target).tolist(), lpips=lpips_values)
+                 lpips: LPIPS | None) -> ImageScores:
+    """PSNR, SSIM, LPIPS-VGG and the FD-VGG16 embeddings of every target view, all on the images clamped to
+    [0, 1] (as they are saved); VGG16 runs once per image for both LPIPS and the embeddings."""
+    pred, target = pred.clamp(0, 1), target.clamp(0, 1)
+    scores = ImageScores(psnr=psnr(pred, target).tolist(), ssim=ssim(pred, target).tolist(), lpips=None)
+    if lpips is None:
+        return scores
+    device = next(lpips.parameters()).device
+    distances, pred_embeddings, target_embeddings = [], [], []
+    for p, t in zip(pred.split(LPIPS_CHUNK), target.split(LPIPS_CHUNK)):
+        chunk_distances, taps = lpips.distances_and_taps(p.to(device), t.to(device))
+        distances.append(chunk_distances.cpu())
+        chunk_pred, chunk_target = pooled_embeddings(taps[-1]).chunk(2)
+        pred_embeddings.append(chunk_pred)
+        target_embeddings.append(chunk_target)
+    return replace(scores, lpips=torch.cat(distances).tolist(), pred_embeddings=torch.cat(pred_embeddings),
+                   target_embeddings=torch.cat(target_embeddings))
 
 
 def _subset(count: int, limit: int, generator: torch.Generator) -> Tensor | None:

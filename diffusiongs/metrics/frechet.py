@@ -13,27 +13,18 @@ same image sets, and like FID they are biased upwards for small sets: compare me
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
-
-from diffusiongs.metrics.lpips import LPIPS
 
 EMBEDDING_DIM = 512
 """Channels of VGG16's relu5_3."""
 
 
-@torch.no_grad()
-def vgg_embeddings(lpips: LPIPS, images: Float[Tensor, "n 3 h w"]) -> Float[Tensor, "n 512"]:
-    """Each image's spatially averaged relu5_3 features (float64, on the CPU), images in [0, 1] resized as the
-    LPIPS module resizes them."""
-    device = next(lpips.parameters()).device
-    images = images.to(device).clamp(0, 1)
-    size = lpips.config.resize_to
-    if size is not None and images.shape[-2:] != (size, size):
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-    return lpips.features(images)[-1].float().mean(dim=(-2, -1)).double().cpu()
+def pooled_embeddings(relu5_3: Float[Tensor, "n 512 h w"]) -> Float[Tensor, "n 512"]:
+    """Each image's embedding (float64, on the CPU) from its deepest LPIPS tap, as
+    :meth:`~diffusiongs.metrics.lpips.LPIPS.distances_and_taps` returns it: evaluation takes the taps of its LPIPS
+    call instead of running VGG16 twice."""
+    return relu5_3.float().mean(dim=(-2, -1)).double().cpu()
 
 
 def frechet_distance(a: Float[np.ndarray, "n d"], b: Float[np.ndarray, "m d"]) -> float:

@@ -97,24 +97,38 @@ class LPIPS(nn.Module):
             taps.append(x)
         return taps
 
+    def resized(self, images: Float[Tensor, "n 3 height width"]) -> Float[Tensor, "n 3 size size"]:
+        """Images resized bilinearly as the configuration says (unchanged without ``resize_to``)."""
+        size = self.config.resize_to
+        if size is None or images.shape[-2:] == (size, size):
+            return images
+        return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
     def forward(
         self,
         pred: Float[Tensor, "*batch 3 height width"],
         target: Float[Tensor, "*batch 3 height width"],
     ) -> Float[Tensor, "*batch"]:
         """LPIPS between images in [0, 1] (not clamped: the loss needs the gradient outside that range too)."""
+        distances, _ = self.distances_and_taps(pred, target)
+        return distances
+
+    def distances_and_taps(
+        self,
+        pred: Float[Tensor, "*batch 3 height width"],
+        target: Float[Tensor, "*batch 3 height width"],
+    ) -> tuple[Float[Tensor, "*batch"], list[Float[Tensor, "2n _ _ _"]]]:
+        """LPIPS as :meth:`forward`, and the VGG taps it compared (pred's images first, then target's), for
+        callers that need the features as well (FD-VGG16 in evaluation) without running VGG16 again."""
         if pred.shape != target.shape or pred.ndim < 3 or pred.shape[-3] != 3:
             raise ValueError(f"LPIPS expects two RGB images [..., 3, H, W] of one shape, got {tuple(pred.shape)} "
                              f"and {tuple(target.shape)}")
         batch_shape = pred.shape[:-3]
-        images = torch.cat([pred.reshape(-1, *pred.shape[-3:]), target.reshape(-1, *target.shape[-3:])])
-        size = self.config.resize_to
-        if size is not None and images.shape[-2:] != (size, size):
-            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        images = self.resized(torch.cat([pred.reshape(-1, *pred.shape[-3:]), target.reshape(-1, *target.shape[-3:])]))
         distance = _fused_layer_distance() if self.fused and images.is_cuda else _layer_distance
-        per_layer = [distance(*tap.chunk(2), head.weight)
-                     for tap, head in zip(self.features(images), self.heads, strict=True)]
-        return torch.stack(per_layer).sum(dim=0).view(batch_shape)
+        taps = self.features(images)
+        per_layer = [distance(*tap.chunk(2), head.weight) for tap, head in zip(taps, self.heads, strict=True)]
+        return torch.stack(per_layer).sum(dim=0).view(batch_shape), taps
 
 
 def _layer_distance(
