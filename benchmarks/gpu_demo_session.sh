@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # The demo model's GPU calls (docs/DEMO_MODEL.md), from the repository root on the lent machine (one process per
 # GPU). Training runs in the background (its own process session), so it goes on between calls while the machine
-# stays warm; each call returns the training log and the latest EMA weights (float16 shards of at most 15 MB), so
-# that a lost machine loses no more than one call's work.
+# stays warm; each call returns the latest EMA weights (int8 shards of at most 15 MB) and state.tgz (the logs, the
+# training and model configs, the shard index), so that a lost machine loses no more than one call's work.
 #   bash benchmarks/gpu_demo_session.sh start STEPS TRAIN_MINUTES CALL_SECONDS [FLAG...]   # set up, render, train
-#                                                                  (FLAGs go to `train`, e.g. --depth 20)
+#                                          (FLAGs go to `train`, e.g. --depth 20; INIT_MODEL=DIR starts from DIR
+#                                           instead of .gpu/init_model)
+#   bash benchmarks/gpu_demo_session.sh prepare          # only set up and render (then `start` skips both), for when
+#                                                        # the bundle and the starting model do not fit one call
 #   bash benchmarks/gpu_demo_session.sh wait CALL_SECONDS                        # let it train; return its state
 #   bash benchmarks/gpu_demo_session.sh final                                    # wait for the end; return
 #   bash benchmarks/gpu_demo_session.sh eval                                     # held-out meshes, on the GPU
 # Carried: .whl (wheels), .gl (EGL loaders), .gpu/bundle (the mesh bundle), .gpu/lpips_vgg16_int8.safetensors,
 # .gpu/init_model (the model to start from, int8: `diffusiongs export-model ... --dtype int8 --weights raw`).
+# A call carries at most 64 MiB: with the 39 MB depth-20 demo model as the start, `prepare` carries .whl .gl
+# .gpu/bundle, then `INIT_MODEL=diffusiongs/assets/demo_model ... start` carries .gpu/lpips_vgg16_int8.safetensors.
 set -euo pipefail
 phase=$1
 work=/tmp/demo
@@ -17,11 +22,11 @@ source benchmarks/gpu_env.sh
 start=$(date +%s)
 
 report_state() {  # the latest EMA weights' shards, and one archive of the logs and the model's small files, into $OUT
-    local files=("$work/train.log" "$work/run/metrics.jsonl")
+    local files=("$work/train.log" "$work/run/metrics.jsonl" "$work/run/train_config.json")
     if [ -f "$work/run/checkpoints/latest" ]; then
-        # A call returns at most 8 files: a deeper model's float16 shards (6 at depth 20) leave room for one more.
+        # A call returns at most 8 files and 64 MiB: int8 (the form the repo ships) keeps a depth-20 model at 39 MB.
         rm -rf "$work/export"
-        python3 -m diffusiongs.cli.main export-model "$work/run" --out "$work/export" --max-shard-mb 15
+        python3 -m diffusiongs.cli.main export-model "$work/run" --out "$work/export" --max-shard-mb 15 --dtype int8
         mkdir -p "$OUT/model"
         mv "$work/export"/*.safetensors "$OUT/model/"
         files+=("$work/export"/*)
@@ -30,23 +35,32 @@ report_state() {  # the latest EMA weights' shards, and one archive of the logs 
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader || true
 }
 
+prepare() {  # gsplat's extension and the rendered data, once per machine: a later call finds them on the warm disk
+    if [ -f "$work/.prepared" ]; then return; fi
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    python3 -c "from gsplat.cuda._backend import _C"  # builds gsplat's extension
+    echo "gsplat ready after $(($(date +%s) - start)) s"
+    bash scripts/demo_model.sh data .gpu/bundle "$work" > "$work.data.log" 2>&1 || { tail -n 30 "$work.data.log"; exit 1; }
+    tail -n 3 "$work.data.log"
+    echo "data ready after $(($(date +%s) - start)) s"
+    touch "$work/.prepared"
+}
+
 wait_until() {  # sleep until $1 seconds after the call started, or until training has ended
     while [ $(($(date +%s) - start)) -lt "$1" ] && pgrep -f "diffusiongs.cli.main train" > /dev/null; do sleep 10; done
 }
 
 case $phase in
+prepare)
+    prepare ;;
 start)
     steps=$2
     minutes=$3
     seconds=$4
     extra=("${@:5}")
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-    python3 -c "from gsplat.cuda._backend import _C"  # builds gsplat's extension once per machine
-    echo "gsplat ready after $(($(date +%s) - start)) s"
-    bash scripts/demo_model.sh data .gpu/bundle "$work" > "$work.data.log" 2>&1 || { tail -n 30 "$work.data.log"; exit 1; }
-    tail -n 3 "$work.data.log"
-    echo "data ready after $(($(date +%s) - start)) s"
-    setsid nohup bash scripts/demo_model.sh train "$work" .gpu/init_model "$steps" "$minutes" "${extra[@]}" > "$work/train.log" 2>&1 &
+    prepare
+    setsid nohup bash scripts/demo_model.sh train "$work" "${INIT_MODEL:-.gpu/init_model}" "$steps" "$minutes" \
+        "${extra[@]}" > "$work/train.log" 2>&1 &
     sleep 120
     nvidia-smi dmon -c 5 -s u || true
     wait_until "$seconds"
