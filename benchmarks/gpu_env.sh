@@ -20,7 +20,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 for weights in .gpu/lpips_vgg16_int8.safetensors .gpu/lpips_vgg16.safetensors; do
     if [ -f "$weights" ]; then export DIFFUSIONGS_LPIPS_WEIGHTS="$PWD/$weights"; break; fi
 done
-if ! ldconfig -p | grep -q 'libEGL.so.1 '; then
+if [ -d .gl ] && ! ldconfig -p | grep -q 'libEGL.so.1 '; then  # .gl is carried by the calls that render
     for f in .gl/*.deb; do dpkg -x "$f" /; done
     ldconfig
 fi
