@@ -216,6 +216,13 @@ def test_a_model_with_fewer_blocks_is_grown_and_the_grown_model_computes_the_sam
     assert grown.net.transformer[3].adaLN_modulation[1].weight.grad.abs().sum() > 0
 
 
+def test_init_from_a_deeper_model_names_the_depth_to_pass(tmp_path, tiny_model_f32):
+    trainer = Trainer(tiny_config(tmp_path / "run", depth=1, init_from=tiny_model_f32, resolution=None),
+                      BlobDataset(num_items=1))
+    with pytest.raises(InputError, match="2 transformer blocks cannot start a run of 1; pass --depth 2"):
+        trainer._restore()
+
+
 def test_init_from_still_refuses_a_model_of_another_width(tmp_path, tiny_model_f32):
     trainer = Trainer(tiny_config(tmp_path / "run", preset="small", init_from=tiny_model_f32),
                       BlobDataset(num_items=1))

@@ -283,6 +283,10 @@ class Trainer:
         weights = model_io.weights_file(folder, prefer_ema=self.cfg.init_from_ema)
         state = {k: v.float() for k, v in model_io.load_weights(weights).items()}
         source = model_io.read_model_config(folder)
+        if source.denoiser.depth > self.model_cfg.denoiser.depth:
+            raise InputError(f"{folder}: a model of {source.denoiser.depth} transformer blocks cannot start a run of "
+                             f"{self.model_cfg.denoiser.depth}; pass --depth {source.denoiser.depth} (or more, to "
+                             "grow it)")
         grown = self._grows(source)
         if grown:
             state = deepened_state(state, self.model.net, prefix="net.")
