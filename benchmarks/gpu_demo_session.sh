@@ -18,6 +18,9 @@
 set -euo pipefail
 phase=$1
 work=/tmp/demo
+# A call is stopped after 600 s, and what it wrote under $OUT then does not come back: returning the state (int8
+# export, archive) takes 12-30 s, so a call stops waiting at most 570 s after it started.
+max_call_seconds=570
 source benchmarks/gpu_env.sh
 start=$(date +%s)
 
@@ -46,6 +49,13 @@ prepare() {  # gsplat's extension and the rendered data, once per machine: a lat
     touch "$work/.prepared"
 }
 
+check_call_seconds() {  # before anything starts: a call that waits too long returns nothing
+    if [ "$1" -gt "$max_call_seconds" ]; then
+        echo "gpu_demo_session.sh: CALL_SECONDS $1 leaves no time to return the state; at most $max_call_seconds" >&2
+        exit 2
+    fi
+}
+
 wait_until() {  # sleep until $1 seconds after the call started, or until training has ended
     while [ $(($(date +%s) - start)) -lt "$1" ] && pgrep -f "diffusiongs.cli.main train" > /dev/null; do sleep 10; done
 }
@@ -58,6 +68,7 @@ start)
     minutes=$3
     seconds=$4
     extra=("${@:5}")
+    check_call_seconds "$seconds"
     prepare
     setsid nohup bash scripts/demo_model.sh train "$work" "${INIT_MODEL:-.gpu/init_model}" "$steps" "$minutes" \
         "${extra[@]}" > "$work/train.log" 2>&1 &
@@ -66,6 +77,7 @@ start)
     wait_until "$seconds"
     report_state ;;
 wait)
+    check_call_seconds "$2"
     wait_until "$2"
     report_state ;;
 final)
