@@ -10,6 +10,8 @@
 #                                                        # the bundle and the starting model do not fit one call
 #   bash benchmarks/gpu_demo_session.sh wait CALL_SECONDS                        # let it train; return its state
 #   bash benchmarks/gpu_demo_session.sh final                                    # wait for the end; return
+#                                          (only when training ends within the call: a stopped call returns nothing)
+# CALL_SECONDS: when the call stops waiting and returns the state, at most 570 (calls are stopped at 600 s).
 #   bash benchmarks/gpu_demo_session.sh eval                                     # held-out meshes, on the GPU
 # Carried: .whl (wheels), .gl (EGL loaders), .gpu/bundle (the mesh bundle), .gpu/lpips_vgg16_int8.safetensors,
 # .gpu/init_model (the model to start from, int8: `diffusiongs export-model ... --dtype int8 --weights raw`).
