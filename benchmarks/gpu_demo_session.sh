@@ -52,6 +52,10 @@ prepare() {  # gsplat's extension and the rendered data, once per machine: a lat
 }
 
 check_call_seconds() {  # before anything starts: a call that waits too long returns nothing
+    if ! [[ "$1" =~ ^[0-9]+$ ]]; then
+        echo "gpu_demo_session.sh: CALL_SECONDS '$1' is not a whole number of seconds" >&2
+        exit 2
+    fi
     if [ "$1" -gt "$max_call_seconds" ]; then
         echo "gpu_demo_session.sh: CALL_SECONDS $1 leaves no time to return the state; at most $max_call_seconds" >&2
         exit 2
