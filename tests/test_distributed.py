@@ -1,6 +1,7 @@
 """Two-process DDP (gloo, CPU) gives the same run as one process with the same global batch."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,12 @@ def dataset(tmp_path_factory) -> Path:
     return root
 
 
+def ranks_own_output(stderr: str, limit: int = 6000) -> str:
+    """The ranks' own messages, without the launcher's closing summary, which repeats for every failure."""
+    own = stderr.split("Traceback (most recent call last):\n  File \"<frozen runpy>\"")[0]
+    return own[-limit:]
+
+
 def losses(run: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -39,9 +46,11 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(dataset
                    check=True, capture_output=True, timeout=300)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
                 "diffusiongs.cli.main"]
+    # faulthandler: a rank that dies by a signal prints every thread's Python stack before torchrun's summary.
     result = subprocess.run([*torchrun, "train", "--data", str(dataset), "--out", str(ddp), "--batch-size", "1",
-                             *TRAIN_ARGS], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+                             *TRAIN_ARGS], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    assert result.returncode == 0, ranks_own_output(result.stderr)
     assert len(losses(ddp)) == 3
     assert losses(ddp) == pytest.approx(losses(single), rel=1e-4)
     final = "checkpoints/step_00000003/model.safetensors"

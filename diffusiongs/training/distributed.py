@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -52,7 +53,13 @@ def barrier(info: DistInfo) -> None:
 
 
 def cleanup_distributed(info: DistInfo) -> None:
+    """Leave the process group.
+
+    DDP wrappers sit in reference cycles, so without a collection their reducers would keep the group's worker
+    threads alive into interpreter shutdown, where Python objects they still hold can no longer be released safely.
+    """
     if info.enabled and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -413,6 +413,7 @@ class Trainer:
             if progress is not None:
                 progress.close()
             self._close_logs()
+        barrier(self.info)  # all ranks done (rank 0 flushes its logs last) before any leaves the group
         return self.step
 
     def _train_loop(self, progress) -> None:
