@@ -43,11 +43,15 @@ report_state() {  # the latest EMA weights' shards, and one archive of the logs 
 prepare() {  # gsplat's extension and the rendered data, once per machine: a later call finds them on the warm disk
     if [ -f "$work/.prepared" ]; then return; fi
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-    python3 -c "from gsplat.cuda._backend import _C"  # builds gsplat's extension
-    echo "gsplat ready after $(($(date +%s) - start)) s"
+    # gsplat's build (nvcc, ~55 s) and the rendering (EGL and the CPU workers, ~60 s) need nothing of each other.
+    ( python3 -c "from gsplat.cuda._backend import _C" > "$work.gsplat.log" 2>&1  # builds gsplat's extension
+      echo "gsplat ready after $(($(date +%s) - start)) s" >> "$work.gsplat.log" ) &
+    local build=$!
     bash scripts/demo_model.sh data .gpu/bundle "$work" > "$work.data.log" 2>&1 || { tail -n 30 "$work.data.log"; exit 1; }
     tail -n 3 "$work.data.log"
     echo "data ready after $(($(date +%s) - start)) s"
+    wait "$build" || { tail -n 30 "$work.gsplat.log"; exit 1; }
+    tail -n 1 "$work.gsplat.log"
     touch "$work/.prepared"
 }
 
