@@ -19,7 +19,7 @@
 # .gpu/bundle, then `INIT_MODEL=diffusiongs/assets/demo_model ... start` carries .gpu/lpips_vgg16_int8.safetensors.
 set -euo pipefail
 phase=$1
-work=/tmp/demo
+work=${DEMO_WORK:-/tmp/demo}  # the warm disk's copy of the data and the run (tests point it elsewhere)
 # A call is stopped after 600 s, and what it wrote under $OUT then does not come back: returning the state (int8
 # export, archive) takes 12-30 s, so a call stops waiting at most 570 s after it started.
 max_call_seconds=570

@@ -6,7 +6,7 @@
 # `python -m diffusiongs.metrics.lpips --export FILE --dtype int8|float16`).
 # The folder is kept for later calls on a warm machine, which then need not carry the wheels again; gsplat's JIT
 # build is keyed on its source path, so they also reuse the build instead of compiling again (~80 s).
-site=/tmp/diffusiongs_site
+site=${DIFFUSIONGS_SITE:-/tmp/diffusiongs_site}
 if [ ! -f "$site/.complete" ]; then
     rm -rf "$site"
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl
