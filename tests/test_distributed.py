@@ -31,9 +31,10 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def ranks_own_output(stderr: str, limit: int = 6000) -> str:
-    """The ranks' own messages, without the launcher's closing summary, which repeats for every failure."""
-    own = stderr.split("Traceback (most recent call last):\n  File \"<frozen runpy>\"")[0]
-    return own[-limit:]
+    """The ranks' own messages, without the launcher's closing summary (the last traceback: a rank's own traceback
+    starts the same way and is kept)."""
+    own, found, _ = stderr.rpartition("Traceback (most recent call last):\n  File \"<frozen runpy>\"")
+    return (own if found else stderr)[-limit:]
 
 
 def losses(run: Path) -> list[float]:
