@@ -55,8 +55,8 @@ def barrier(info: DistInfo) -> None:
 def cleanup_distributed(info: DistInfo) -> None:
     """Leave the process group.
 
-    DDP wrappers sit in reference cycles, so without a collection their reducers would keep the group's worker
-    threads alive into interpreter shutdown, where Python objects they still hold can no longer be released safely.
+    A DDP wrapper sits in reference cycles (a weak reference to it outlives ``del``), so without a collection it,
+    and the group it holds, would live on until interpreter shutdown; collecting first ends them here, in order.
     """
     if info.enabled and dist.is_initialized():
         gc.collect()
