@@ -13,6 +13,8 @@
 #                                                                                # 570 s); return its state
 #   bash benchmarks/gpu_demo_session.sh eval                                     # held-out meshes, on the GPU
 # CALL_SECONDS: when the call stops waiting and returns the state, at most 570 (calls are stopped at 600 s).
+# Send each next call as soon as the last returns: the lending service releases a machine idle for 30 s, and the
+# training running on it goes with it (stage 6 of the demo model lost the last 1,800 of its 6,800 steps so).
 # Carried: .whl (wheels), .gl (EGL loaders), .gpu/bundle (the mesh bundle), .gpu/lpips_vgg16_int8.safetensors,
 # .gpu/init_model (the model to start from, int8: `diffusiongs export-model ... --dtype int8 --weights raw`).
 # A call carries at most 64 MiB: with the 39 MB depth-20 demo model as the start, `prepare` carries .whl .gl
