@@ -16,9 +16,9 @@ from diffusiongs.data.synth import SynthConfig, run_synth
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "diffusiongs" / "assets" / "demo_model"
 MARGIN_DB = 2.0
-"""Per object. The stage-5 weights are 3.3 to 5.6 dB above copying on these four objects (DPM-Solver++ 5 steps,
-project CPU, 2026-11-30); another summation order (generic ATen kernels, or one thread) moved no item's PSNR by more
-than 0.0001 dB there, so the margin is for a worse model, not for another CPU."""
+"""Per object. The stage-6 weights are 3.1 to 5.0 dB above copying on these four objects (stage 5's 3.3 to 5.6;
+DPM-Solver++ 5 steps, project CPU, 2026-11-30); another summation order (generic ATen kernels, or one thread) moved no
+item's PSNR by more than 0.0001 dB there, so the margin is for a worse model, not for another CPU."""
 
 
 @pytest.fixture(scope="module")
