@@ -7,8 +7,8 @@ from diffusiongs.model.embeddings import patchify, unpatchify
 from diffusiongs.system import PRESETS, DiffusionGS, preset
 
 
-def rig(batch: int, views: int, res: int) -> Cameras:
-    cams = orbit_cameras(views, 3.0, 20.0, 50.0, res)
+def rig(batch: int, views: int, res: int, elevation: float = 20.0) -> Cameras:
+    cams = orbit_cameras(views, 3.0, elevation, 50.0, res)
     return Cameras(cams.c2w.expand(batch, views, 4, 4).clone(), cams.K.expand(batch, views, 3, 3).clone(), res, res)
 
 
@@ -67,6 +67,21 @@ def test_resolution_independence():
         pred = model.predict_gaussians(torch.rand(1, 2, 3, res, res), rig(1, 2, res), torch.tensor([10]),
                                        torch.tensor([True]))
         assert pred.gaussians.means.shape == (1, 2 * res * res, 3)
+
+
+def test_rays_kept_from_an_earlier_call_are_the_ones_used():
+    """The sampler computes the rays once per generation and passes them to every step: the Gaussians must be those
+    of the rays passed (here another rig's), exactly as if computed in the call."""
+    model = DiffusionGS(preset("tiny")).eval()
+    cams, other, images = rig(1, 3, 16), rig(1, 3, 16, elevation=40.0), torch.rand(1, 3, 3, 16, 16)
+    step, is_object = torch.tensor([500]), torch.tensor([True])
+    with torch.no_grad():
+        own = model.predict_gaussians(images, cams, step, is_object).gaussians
+        passed = model.predict_gaussians(images, cams, step, is_object, rays=model.rays(other)).gaussians
+        computed = model.predict_gaussians(images, other, step, is_object).gaussians
+    for name in ("means", "quats", "scales", "opacities", "colors"):
+        assert torch.equal(getattr(passed, name), getattr(computed, name)), name
+    assert not torch.allclose(passed.means, own.means)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

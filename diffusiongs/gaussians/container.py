@@ -71,6 +71,9 @@ class Gaussians:
     def detach(self) -> Gaussians:
         return self._map(lambda t: t.detach())
 
+    def clone(self) -> Gaussians:
+        return self._map(lambda t: t.clone())
+
     def float(self) -> Gaussians:
         return self._map(lambda t: t.float())
 

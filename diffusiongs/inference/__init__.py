@@ -10,6 +10,7 @@ Modules:
     preprocess  reading inputs (paths, PIL images, arrays), EXIF orientation, framing the object
     segment     background removal for RGB inputs (u2netp through onnxruntime, or a border-colour fill)
     pipeline    the Pipeline: sampling, the export filter
+    graphed     a sampling step's prediction as one CUDA graph (``compile=True`` on CUDA)
     scene       scene cameras: named trajectories, RealEstate10K camera files, the scene frame, the fly-through path
     media       turntable and fly-through renders, videos, image rows
     outputs     gaussians.ply, views.png, turntable.mp4/.gif (scenes: flythrough.mp4/.gif) and meta.json

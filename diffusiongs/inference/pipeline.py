@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from diffusiongs.data.images import composite_on_white
@@ -22,6 +22,7 @@ from diffusiongs.diffusion import NoiseSchedule, ProgressCallback, SamplerConfig
 from diffusiongs.errors import InputError
 from diffusiongs.gaussians import Gaussians
 from diffusiongs.geometry import Cameras
+from diffusiongs.inference.graphed import GraphedPredictor
 from diffusiongs.inference.preprocess import (
     ConditionImage,
     ImageInput,
@@ -33,7 +34,7 @@ from diffusiongs.inference.preprocess import (
 from diffusiongs.inference.scene import SceneCameraConfig, ScenePath, check_scene_config, scene_path, square_scene_view
 from diffusiongs.render import RenderConfig
 from diffusiongs.system import io as model_io
-from diffusiongs.system.model import DETERMINISTIC_INPUT, DiffusionGS, ModelConfig
+from diffusiongs.system.model import DETERMINISTIC_INPUT, DiffusionGS, ModelConfig, PixelRays
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo_model"
 """The demo model shipped inside the package (``diffusiongs generate`` uses it when no checkpoint is given)."""
@@ -120,8 +121,8 @@ class Pipeline:
     def __init__(self, model: DiffusionGS, device: torch.device | str = "cpu",
                  render_cfg: RenderConfig = RenderConfig(), compile: bool = False):
         """On CUDA the network runs in bfloat16 (weights cast once, autocast for the rest); the Gaussians and the
-        renderer stay float32. ``compile``: torch.compile the network with CUDA graphs (CUDA only; the first
-        generation pays the compilation, later ones run faster)."""
+        renderer stay float32. ``compile``: torch.compile the network and the Gaussian decoding with CUDA graphs
+        (CUDA only; the first generation pays the compilation, later ones run faster)."""
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.source: str | None = None
@@ -131,8 +132,7 @@ class Pipeline:
         self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
         if self.autocast_dtype is not None:
             self.model.net.to(self.autocast_dtype)
-        if compile and self.device.type == "cuda":
-            self.model.net.compile(mode="reduce-overhead")
+        self._graphed = GraphedPredictor(self._predict) if compile and self.device.type == "cuda" else None
 
     @property
     def cfg(self) -> ModelConfig:
@@ -184,14 +184,16 @@ class Pipeline:
         generator = torch.Generator().manual_seed(cfg.seed)
         shape = (1, n, 3, cameras.height, cameras.width)
         latest: dict[str, object] = {}
+        rays = self.model.rays(cams)  # the cameras stay put for the whole chain
+        if self._graphed is not None:
+            self._graphed.bind(cond, cams, obj, rays)
 
         def predict_x0(x_t: Tensor, t: int) -> Tensor:
             steps = torch.full((1,), t, device=self.device, dtype=torch.long)
-            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                                enabled=self.autocast_dtype is not None):
-                pred = self.model.predict_gaussians(torch.cat([cond, x_t], dim=1), cams, steps, obj)
-            x0 = self.model.render(pred.gaussians, cams[:, 1:], self.render_cfg).rgb
-            latest["gaussians"], latest["x0"] = pred.gaussians, x0
+            gaussians = (self._graphed(x_t, steps) if self._graphed is not None
+                         else self._predict(cond, x_t, cams, steps, obj, rays))
+            x0 = self.model.render(gaussians, cams[:, 1:], self.render_cfg).rgb
+            latest["gaussians"], latest["x0"] = gaussians, x0
             return x0
 
         if self.cfg.deterministic:
@@ -202,7 +204,16 @@ class Pipeline:
             sampler = make_sampler(self.schedule, cfg.sampler)
             x_T = torch.randn(shape, generator=generator).to(self.device)
             run_reverse_process(sampler, predict_x0, x_T, generator, progress)
-        return latest["gaussians"][0], latest["x0"][0]
+        # A copy: compiled, the Gaussians live in the CUDA graph's memory, which the next replay overwrites.
+        return latest["gaussians"][0].clone(), latest["x0"][0]
+
+    def _predict(self, condition: Float[Tensor, "1 1 3 h w"], x_t: Float[Tensor, "1 n 3 h w"], cameras: Cameras,
+                 steps: Int[Tensor, " 1"], is_object: Bool[Tensor, " 1"], rays: PixelRays) -> Gaussians:
+        """The Gaussians predicted from the condition view and x_t (the network under autocast on CUDA)."""
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            return self.model.predict_gaussians(torch.cat([condition, x_t], dim=1), cameras, steps, is_object,
+                                                rays).gaussians
 
     def __call__(self, image: ImageInput, cfg: GenerateConfig = GenerateConfig(),
                  progress: ProgressCallback | None = None) -> GenerationResult:

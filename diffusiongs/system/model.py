@@ -64,6 +64,21 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class PixelRays:
+    """The ray of every input pixel and the embedding the network sees of it. They depend only on the cameras, so a
+    sampler, whose cameras stay put for the whole chain, computes them once per generation (:meth:`DiffusionGS.rays`).
+
+    Attributes:
+        origins, directions: world-space ray origins and unit directions, ``[b, v, h, w, 3]``, float32.
+        embedding: RPPC or Plücker coordinates, channels first, ``[b, v, 6, h, w]``.
+    """
+
+    origins: Float[Tensor, "b v h w 3"]
+    directions: Float[Tensor, "b v h w 3"]
+    embedding: Float[Tensor, "b v 6 h w"]
+
+
+@dataclass(frozen=True)
 class GaussianPrediction:
     """Predicted Gaussians of a batch, and where each input pixel's Gaussian went.
 
@@ -98,6 +113,9 @@ class DiffusionGS(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.net = Denoiser(cfg.denoiser)
+        # A buffer, not a tensor made per call: making one from a tuple is a host-to-device copy, which waits for the
+        # GPU, and would stall the CPU once per sampling step while the network still runs.
+        self.register_buffer("background", torch.tensor(cfg.background), persistent=False)
 
     def _decode(self, raw: Tensor, origins: Tensor, directions: Tensor, is_object: Tensor, free: bool) -> Gaussians:
         """Raw maps -> Gaussians with the decoding of the decoder that made them: per sample (``is_object``) in a
@@ -124,8 +142,16 @@ class DiffusionGS(nn.Module):
             raise InputError(f"this model has no {domain} decoder (it has {list(self.cfg.denoiser.decoders)}); pass "
                              f"is_object={not is_object}")
 
+    def rays(self, cameras: Cameras) -> PixelRays:
+        """The rays of every pixel of ``cameras`` (batch shape ``[b, v]``) and their embedding, in float32."""
+        with torch.autocast(cameras.device.type, enabled=False):
+            origins, directions = pixel_rays(cameras.to(dtype=torch.float32))  # [b, v, h, w, 3]
+            embed = rppc(origins, directions) if self.cfg.ray_embedding == "rppc" else plucker(origins, directions)
+        return PixelRays(origins=origins, directions=directions, embedding=embed.permute(0, 1, 4, 2, 3))
+
     def predict_gaussians(self, images: Float[Tensor, "b v 3 h w"], cameras: Cameras,
-                          timesteps: Int[Tensor, " b"], is_object: Bool[Tensor, " b"]) -> GaussianPrediction:
+                          timesteps: Int[Tensor, " b"], is_object: Bool[Tensor, " b"],
+                          rays: PixelRays | None = None) -> GaussianPrediction:
         """Gaussians for a batch of [condition | noisy] views.
 
         Args:
@@ -133,14 +159,13 @@ class DiffusionGS(nn.Module):
             cameras: the views' cameras, batch shape ``[b, v]``.
             timesteps: each sample's DDPM step.
             is_object: the decoder each sample uses.
+            rays: ``self.rays(cameras)``, when the caller keeps them from an earlier call with the same cameras.
         """
         b, v, _, h, w = images.shape
-        with torch.autocast(images.device.type, enabled=False):
-            origins, directions = pixel_rays(cameras.to(dtype=torch.float32))  # [b, v, h, w, 3]
-            embed = rppc(origins, directions) if self.cfg.ray_embedding == "rppc" else plucker(origins, directions)
-        out = self.net(images, embed.permute(0, 1, 4, 2, 3), timesteps, is_object)
-        pixel = self._decode(out.pixel_raw.reshape(b, v * h * w, -1), origins.reshape(b, -1, 3),
-                             directions.reshape(b, -1, 3), is_object, free=False)
+        rays = self.rays(cameras) if rays is None else rays
+        out = self.net(images, rays.embedding, timesteps, is_object)
+        pixel = self._decode(out.pixel_raw.reshape(b, v * h * w, -1), rays.origins.reshape(b, -1, 3),
+                             rays.directions.reshape(b, -1, 3), is_object, free=False)
         parts = [pixel]
         if out.global_raw.shape[1]:
             parts.insert(0, self._decode(out.global_raw, None, None, is_object, free=True))
@@ -160,8 +185,7 @@ class DiffusionGS(nn.Module):
 
     def render(self, gaussians: Gaussians, cameras: Cameras, cfg: RenderConfig = RenderConfig()) -> RenderOutput:
         """Render ``[b, N]`` Gaussians at cameras ``[b, v]`` on the model's background."""
-        background = torch.tensor(self.cfg.background, device=gaussians.device)
-        return render(gaussians, cameras, background, cfg)
+        return render(gaussians, cameras, self.background, cfg)
 
     @staticmethod
     def domain_mask(domains: list[Domain], device: torch.device | str = "cpu") -> Bool[Tensor, " b"]:
