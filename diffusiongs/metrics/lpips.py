@@ -77,8 +77,11 @@ class LPIPS(nn.Module):
         # Constants, not weights: kept out of the state dict so that it holds exactly the exported tensors.
         self.register_buffer("shift", torch.tensor(INPUT_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(INPUT_SCALE).view(1, 3, 1, 1), persistent=False)
-        # Compute the layer distances with torch.compile (CUDA only): one pass over each tap instead of several,
-        # for long training runs; the first call pays the compilation (tens of seconds).
+        # Run the VGG trunk and the layer distances through torch.compile (CUDA only), for long training runs: the
+        # ReLU and max-pooling backward passes fuse into single passes (eagerly, max_pool2d's backward alone took
+        # ~15 ms of an H200 training step), and each tap's distance into one. Two graphs, not one: compiling the
+        # whole comparison failed in torch 2.11's Inductor (benchmarks/results/gpu_speed_h200/*_call9.json). The
+        # first call pays the compilation.
         self.fused = False
         self.requires_grad_(False)
         self.eval()
@@ -125,8 +128,9 @@ class LPIPS(nn.Module):
                              f"and {tuple(target.shape)}")
         batch_shape = pred.shape[:-3]
         images = self.resized(torch.cat([pred.reshape(-1, *pred.shape[-3:]), target.reshape(-1, *target.shape[-3:])]))
-        distance = _fused_layer_distance() if self.fused and images.is_cuda else _layer_distance
-        taps = self.features(images)
+        fused = self.fused and images.is_cuda
+        distance = _fused_layer_distance() if fused else _layer_distance
+        taps = (_fused_features() if fused else LPIPS.features)(self, images)
         per_layer = [distance(*tap.chunk(2), head.weight) for tap, head in zip(taps, self.heads, strict=True)]
         return torch.stack(per_layer).sum(dim=0).view(batch_shape), taps
 
@@ -152,6 +156,12 @@ def _fused_layer_distance():
     """:func:`_layer_distance` compiled into one pass over the features (its elementwise work on full-resolution
     VGG features is a large share of the loss's GPU time)."""
     return torch.compile(_layer_distance, dynamic=True)
+
+
+@functools.cache
+def _fused_features():
+    """:meth:`LPIPS.features` compiled (convolutions stay cuDNN's; ReLU and pooling fuse around them)."""
+    return torch.compile(LPIPS.features, dynamic=True)
 
 
 def _lpips_from_file(path: Path, config: LPIPSConfig) -> LPIPS:
