@@ -10,11 +10,13 @@ SDPA attention, LPIPS-VGG loss when its weights are found (``DIFFUSIONGS_LPIPS_W
 gradient checkpointing, deferred rendering and torch.compile. MFU counts 3x the forward FLOPs of the network
 (linear layers + attention, analytic) against the 790 TFLOP/s BF16 peak measured on these GPUs.
 
-Sampling: 30 DDIM steps for one object at 256x256 and 512x512 (network in BF16, gsplat in FP32), eager and with
-torch.compile of the network. Random weights give every Gaussian a standard deviation of 0.1 world units (~18
+Sampling: 30 DDIM steps (``--sampler``, ``--sample-steps``) for one object at 256x256 and 512x512 (network in BF16,
+gsplat in FP32), eager and with torch.compile of the network (``Pipeline(compile=True)``: one CUDA graph per step,
+``diffusiongs/inference/graphed.py``). Random weights give every Gaussian a standard deviation of 0.1 world units (~18
 pixels at 512^2) and opacity 0.12, which inflates rendering: the ``px`` option makes it about one pixel instead (all
 still visible; the trained demo model keeps 4-6 % of its Gaussians above the 1/255 opacity cut, at ~2 pixels:
-``benchmarks/gaussian_footprint.py``).
+``benchmarks/gaussian_footprint.py``); ``sparse`` also hides all but a fixed random 5 % of them (opacity 0), as many
+as the trained model lets gsplat draw.
 
 Network: the denoiser alone (bf16 weights, torch.compile), forward at inference or forward+backward for a
 training batch, as in the issue's comparison with the official network.
@@ -214,10 +216,14 @@ def bench_render_share(trainer: Trainer, batch: TrainingBatch, cfg: RenderConfig
     return median(cuda_time_ms(run, 5))
 
 
-SAMPLE_OPTIONS = {"compile", "cudnn", "flash", "px"}
+SAMPLE_OPTIONS = {"compile", "cudnn", "flash", "px", "sparse"}
 """Tokens after the resolution of a sampling variant (e.g. ``256+compile``): the Pipeline's torch.compile with CUDA
-graphs, an SDPA backend, Gaussians about one pixel wide (see ``pixel_sized``). The Pipeline keeps the network in
-bfloat16 on CUDA."""
+graphs, an SDPA backend, Gaussians about one pixel wide (see ``pixel_sized``), only 5 % of them visible (see
+``sparse_rendering``). The Pipeline keeps the network in bfloat16 on CUDA."""
+
+VISIBLE_FRACTION = 0.05
+"""Share of the Gaussians the ``sparse`` option leaves visible: the trained demo model's 4.9-6.3 % above gsplat's
+1/255 opacity cut at every sampling step (stages 2-6, ``benchmarks/results/gaussian_footprint_demo_stage*.json``)."""
 
 
 def pixel_sized(cfg: ModelConfig, resolution: int) -> ModelConfig:
@@ -228,6 +234,21 @@ def pixel_sized(cfg: ModelConfig, resolution: int) -> ModelConfig:
     return replace(cfg, object_decode=replace(cfg.object_decode, log_scale_bias=math.log(footprint)))
 
 
+def sparse_rendering(model: DiffusionGS, fraction: float = VISIBLE_FRACTION) -> None:
+    """Make ``model.render`` draw only a fixed random ``fraction`` of the Gaussians (the others get opacity 0, which
+    gsplat culls before tile intersection). The extra multiplication per step is timed with the rest."""
+    render, keep = model.render, {}
+
+    def sparse(gaussians, cameras, cfg=RenderConfig()):
+        shape = gaussians.opacities.shape
+        if keep.get("shape") != shape:
+            g = torch.Generator(device=gaussians.device).manual_seed(0)
+            keep.update(shape=shape, mask=torch.rand(shape, generator=g, device=gaussians.device) < fraction)
+        return render(replace(gaussians, opacities=gaussians.opacities * keep["mask"]), cameras, cfg)
+
+    model.render = sparse
+
+
 def bench_sampling(spec: str, args) -> dict:
     res_text, *rest = spec.split("+")
     resolution, options = int(res_text), parse_variant("+".join(rest) or "plain", SAMPLE_OPTIONS)
@@ -235,9 +256,11 @@ def bench_sampling(spec: str, args) -> dict:
     model = DiffusionGS(pixel_sized(cfg, resolution) if "px" in options else cfg)
     pipe = Pipeline(model, device=args.device, render_cfg=RenderConfig(backend=args.backend),
                     compile="compile" in options)
+    if "sparse" in options:
+        sparse_rendering(pipe.model)
     cameras = pipe.rig_cameras()
     condition = torch.rand(3, resolution, resolution)
-    gen = GenerateConfig(sampler=SamplerConfig(name="ddim", num_steps=args.sample_steps))
+    gen = GenerateConfig(sampler=SamplerConfig(name=args.sampler, num_steps=args.sample_steps))
 
     def run():
         pipe.generate_from_condition(condition, cameras, gen)
@@ -256,7 +279,7 @@ def bench_sampling(spec: str, args) -> dict:
             times.append(time.perf_counter() - start)
         if spec in args.profile.split(","):
             profile(run, f"sample {spec}", args, calls=1)
-    return {"variant": spec, "resolution": resolution, "steps": args.sample_steps,
+    return {"variant": spec, "resolution": resolution, "sampler": args.sampler, "steps": args.sample_steps,
             "seconds_per_object": median(times), "all": times, "warmup_s": warmup_s}
 
 
@@ -353,6 +376,7 @@ def main() -> None:
     parser.add_argument("--num-novel", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpmpp2m"])
     parser.add_argument("--sample-steps", type=int, default=30)
     parser.add_argument("--sample-repeats", type=int, default=3)
     parser.add_argument("--train-variants", default="plain,deferred,ckpt,compile",
@@ -383,7 +407,7 @@ def main() -> None:
         f"network {spec}: {r['ms']:.2f} ms ({r['batch']} x {r['views']} views), {r['tflops']:.0f} TFLOP/s, "
         f"peak {r['peak_mem_gb']:.1f} GB"), report["network"], save)
     run_variants(args.sample_variants, lambda spec: bench_sampling(spec, args), lambda spec, r: (
-        f"sample {spec}: {r['seconds_per_object']:.3f} s/object ({args.sample_steps} DDIM steps; "
+        f"sample {spec}: {r['seconds_per_object']:.3f} s/object ({args.sample_steps} {args.sampler} steps; "
         f"warm-up {r['warmup_s']:.1f} s)"), report["sample"], save)
     save()
     print("\n| variant | step ms | samples/s | MFU | peak GB | render ms |\n|---|---|---|---|---|---|")
