@@ -121,8 +121,9 @@ class Pipeline:
     def __init__(self, model: DiffusionGS, device: torch.device | str = "cpu",
                  render_cfg: RenderConfig = RenderConfig(), compile: bool = False):
         """On CUDA the network runs in bfloat16 (weights cast once, autocast for the rest); the Gaussians and the
-        renderer stay float32. ``compile``: torch.compile the network and the Gaussian decoding with CUDA graphs
-        (CUDA only; the first generation pays the compilation, later ones run faster)."""
+        renderer stay float32. ``compile``: torch.compile the network and the Gaussian decoding and replay them
+        as one CUDA graph per step (CUDA only, :mod:`~diffusiongs.inference.graphed`; the first generation pays the
+        compilation, later ones run faster)."""
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.source: str | None = None
