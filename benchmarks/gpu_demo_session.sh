@@ -49,7 +49,9 @@ prepare() {  # gsplat's extension and the rendered data, once per machine: a lat
     ( python3 -c "from gsplat.cuda._backend import _C" > "$work.gsplat.log" 2>&1  # builds gsplat's extension
       echo "gsplat ready after $(($(date +%s) - start)) s" >> "$work.gsplat.log" ) &
     local build=$!
-    bash scripts/demo_model.sh data .gpu/bundle "$work" > "$work.data.log" 2>&1 || { tail -n 30 "$work.data.log"; exit 1; }
+    bash scripts/demo_model.sh data .gpu/bundle "$work" > "$work.data.log" 2>&1 || {
+        pkill -P "$build" || true  # the build is of no use now: stop it (its python3) rather than let it run on
+        tail -n 30 "$work.data.log"; exit 1; }
     tail -n 3 "$work.data.log"
     echo "data ready after $(($(date +%s) - start)) s"
     wait "$build" || { tail -n 30 "$work.gsplat.log"; exit 1; }

@@ -5,6 +5,7 @@ nvidia-smi) are replaced by stand-ins: a lent GPU call is too scarce to find a s
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 STAND_INS = {
     # gsplat's build is the only Python the prepare phase runs.
     "python3": """case "$*" in
-  *gsplat*) [ -z "${FAIL_BUILD:-}" ] || { echo "nvcc: build failed" >&2; exit 1; }; echo "extension built" ;;
+  *gsplat*) [ -z "${SLOW_BUILD:-}" ] || sleep 2
+    [ -z "${FAIL_BUILD:-}" ] || { echo "nvcc: build failed" >&2; exit 1; }
+    touch "$DEMO_WORK.built"; echo "extension built" ;;
   *) echo "unexpected: python3 $*" >&2; exit 3 ;;
 esac""",
     "nvidia-smi": 'echo "stand-in GPU, 1 MiB, 0"',
@@ -68,6 +71,15 @@ def test_a_failed_build_or_render_stops_the_call_and_shows_its_log(checkout, fai
     assert result.returncode == 1
     assert message in result.stdout
     assert not (checkout.parent / "work" / ".prepared").exists()  # the next call starts over
+
+
+def test_a_failed_render_stops_the_build_beside_it(checkout):
+    """gsplat's build runs in the background beside the data phase: when the data phase fails, the call ends and the
+    build must not run on (on a warm machine it would hold the build lock that the next call's build waits on)."""
+    result = session(checkout, "prepare", FAIL_DATA="1", SLOW_BUILD="1")
+    assert result.returncode == 1 and "render failed" in result.stdout
+    time.sleep(3)  # the stand-in build would have finished after 2 s
+    assert not (checkout.parent / "work.built").exists()
 
 
 @pytest.mark.parametrize("seconds, message", [("12.5", "is not a whole number"), ("571", "at most 570")])
