@@ -3,9 +3,9 @@
 Within a generation only x_t and the step change; the condition view, the cameras, their rays and the domain stay
 put. :class:`GraphedPredictor` compiles the prediction (network + Gaussian decoding) with torch.compile, captures it
 once per input shape as a CUDA graph over static input buffers, and then runs a step as two copies and one graph
-replay: a few tens of microseconds of host work, against about a millisecond through torch.compile's own CUDA graphs
-(guards, input checks and copies of every input per call), a millisecond the GPU sits idle for, because gsplat waits
-for the GPU once per rasterization and the next step can only be launched after that.
+replay. torch.compile's own CUDA graphs ("reduce-overhead") spent 1.3 ms of host time per step on guards, input
+checks and copies of every input (an H200 profile, docs/BENCHMARKS.md), and the GPU sat idle through it: gsplat
+waits for the GPU once per rasterization, and the next step can only be launched after that.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ let cuBLAS, cuDNN and the caching allocator settle their workspaces."""
 
 @dataclass
 class _Captured:
+    """A captured graph, the static buffers it reads and the Gaussians it writes."""
+
     key: tuple
     graph: torch.cuda.CUDAGraph
     condition: Tensor
