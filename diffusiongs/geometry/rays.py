@@ -58,8 +58,12 @@ def rppc(origins: Float[Tensor, "*batch 3"], directions: Float[Tensor, "*batch 3
     return torch.cat([reference_point(origins, directions), directions], dim=-1)
 
 
+def embed_rays(origins: Float[Tensor, "*batch 3"], directions: Float[Tensor, "*batch 3"],
+               kind: RayEmbedding) -> Float[Tensor, "*batch 6"]:
+    """The 6-channel embedding of ``kind`` of each ray."""
+    return rppc(origins, directions) if kind == "rppc" else plucker(origins, directions)
+
+
 def ray_embedding(cameras: Cameras, kind: RayEmbedding) -> Float[Tensor, "*batch 6 h w"]:
     """The 6-channel per-pixel ray embedding of ``kind`` for every pixel, channels first."""
-    origins, directions = pixel_rays(cameras)
-    embed = rppc(origins, directions) if kind == "rppc" else plucker(origins, directions)
-    return embed.movedim(-1, -3)
+    return embed_rays(*pixel_rays(cameras), kind).movedim(-1, -3)

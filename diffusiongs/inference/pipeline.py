@@ -205,8 +205,10 @@ class Pipeline:
             sampler = make_sampler(self.schedule, cfg.sampler)
             x_T = torch.randn(shape, generator=generator).to(self.device)
             run_reverse_process(sampler, predict_x0, x_T, generator, progress)
-        # A copy: compiled, the Gaussians live in the CUDA graph's memory, which the next replay overwrites.
-        return latest["gaussians"][0].clone(), latest["x0"][0]
+        gaussians = latest["gaussians"][0]
+        if self._graphed is not None:  # its Gaussians live in the CUDA graph's memory, which the next replay overwrites
+            gaussians = gaussians.clone()
+        return gaussians, latest["x0"][0]
 
     def _predict(self, condition: Float[Tensor, "1 1 3 h w"], x_t: Float[Tensor, "1 n 3 h w"], cameras: Cameras,
                  steps: Int[Tensor, " 1"], is_object: Bool[Tensor, " 1"], rays: PixelRays) -> Gaussians:

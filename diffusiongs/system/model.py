@@ -20,7 +20,7 @@ from diffusiongs.diffusion.schedule import NoiseScheduleConfig
 from diffusiongs.errors import InputError
 from diffusiongs.gaussians import DECODE_PRESETS, GaussianDecodeConfig, Gaussians
 from diffusiongs.gaussians.decode import decode_free_gaussians, decode_pixel_gaussians
-from diffusiongs.geometry import Cameras, RayEmbedding, pixel_rays, plucker, rppc
+from diffusiongs.geometry import Cameras, RayEmbedding, embed_rays, pixel_rays
 from diffusiongs.geometry.camera import OrbitRig
 from diffusiongs.geometry.layout import ViewLayout
 from diffusiongs.model.denoiser import Denoiser, DenoiserConfig
@@ -146,7 +146,7 @@ class DiffusionGS(nn.Module):
         """The rays of every pixel of ``cameras`` (batch shape ``[b, v]``) and their embedding, in float32."""
         with torch.autocast(cameras.device.type, enabled=False):
             origins, directions = pixel_rays(cameras.to(dtype=torch.float32))  # [b, v, h, w, 3]
-            embed = rppc(origins, directions) if self.cfg.ray_embedding == "rppc" else plucker(origins, directions)
+            embed = embed_rays(origins, directions, self.cfg.ray_embedding)
         return PixelRays(origins=origins, directions=directions, embedding=embed.permute(0, 1, 4, 2, 3))
 
     def predict_gaussians(self, images: Float[Tensor, "b v 3 h w"], cameras: Cameras,
