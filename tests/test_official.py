@@ -627,6 +627,17 @@ def test_kind_and_resolution_are_checked(tmp_path):
     assert cfg.resolution == 256 and cfg.scene_decode.near == 500.0
 
 
+def test_resolution_comes_from_the_released_file_name(tmp_path):
+    """scene_ckpt_512 was trained at 512 px, and the weights cannot say so (computed position embedding): the released
+    name decides when --resolution is not given, and an explicit value still wins."""
+    tensors = lightning_checkpoint(official_tensors("scene"))
+    named = save(tensors, tmp_path / "scene_ckpt_512.ckpt")
+    assert load_official_checkpoint(named)[0].resolution == 512
+    assert load_official_checkpoint(named, resolution=RES)[0].resolution == RES
+    assert load_official_checkpoint(save(tensors, tmp_path / "scene_ckpt_256.ckpt"))[0].resolution == 256
+    assert load_official_checkpoint(save(tensors, tmp_path / "my_512_run.ckpt"))[0].resolution == 256
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Cameras
 # ---------------------------------------------------------------------------------------------------------------

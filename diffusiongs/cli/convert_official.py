@@ -23,7 +23,8 @@ class ConvertOfficialArgs:
     kind: Literal["auto", "object", "scene"] = "auto"
     """Model kind; auto reads it off the weights."""
     resolution: int | None = None
-    """Image side of the model; default 512 for objects, 256 for scenes (pass 512 for scene_ckpt_512.ckpt)."""
+    """Image side of the model; default: the number in a released file name (scene_ckpt_512.ckpt: 512), else 512
+    for objects and 256 for scenes."""
     camera_template: Path | None = None
     """The official camera_template.pt (objects); default: the rig rebuilt from the training conventions."""
     template_tolerance: float = 0.5
@@ -39,9 +40,9 @@ def main(argv: list[str]) -> int:
         args.checkpoint, args.out, kind=None if args.kind == "auto" else args.kind, resolution=args.resolution,
         camera_template=args.camera_template, template_tolerance_deg=args.template_tolerance, config=args.config)
     arch = report.architecture
-    print(f"{args.checkpoint}: official {arch.kind} model, width {arch.width}, depth {arch.depth}, "
-          f"{arch.num_heads} heads, patch {arch.patch_size}, {arch.num_global_tokens} global tokens, "
-          f"{arch.ray_embedding} rays (heads and rays from {arch.source}); "
+    print(f"{args.checkpoint}: official {arch.kind} model at {report.resolution} px, width {arch.width}, "
+          f"depth {arch.depth}, {arch.num_heads} heads, patch {arch.patch_size}, "
+          f"{arch.num_global_tokens} global tokens, {arch.ray_embedding} rays (heads and rays from {arch.source}); "
           f"dropped {report.dropped_loss_tensors} loss-network tensors")
     if report.template is not None:
         rig = report.template.rig

@@ -10,6 +10,7 @@ official-specific. Every official tensor must land on a parameter of the same sh
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -47,7 +48,9 @@ from diffusiongs.system import PRESETS, DiffusionGS, ModelConfig
 from diffusiongs.system.io import export_model
 
 DEFAULT_RESOLUTION: dict[OfficialKind, int] = {"object": OFFICIAL_TEMPLATE_RESOLUTION, "scene": 256}
-"""Image side per kind when not given: ``obj_ckpt_512`` and ``scene_ckpt_256`` (pass 512 for ``scene_ckpt_512``)."""
+"""Image side per kind when neither given nor named by the file: that of ``obj_ckpt_512`` and ``scene_ckpt_256``."""
+RELEASED_NAME = re.compile(r"_ckpt_(\d+)$")
+"""The released files name their training resolution: ``obj_ckpt_512``, ``scene_ckpt_256``, ``scene_ckpt_512``."""
 PRESET_NAMES: dict[OfficialKind, str] = {"object": "official-object", "scene": "official-scene"}
 
 
@@ -61,6 +64,8 @@ class ConversionReport:
     """Tensors of the frozen loss networks left out."""
     template: TemplateFit | None
     """The object rig fit (None for scene models)."""
+    resolution: int
+    """The model's image side."""
 
 
 def _model_config(arch: OfficialArchitecture, resolution: int, template: TemplateFit | None) -> ModelConfig:
@@ -106,6 +111,14 @@ def map_official_weights(weights: OfficialWeights, arch: OfficialArchitecture, c
     return state
 
 
+def default_resolution(path: Path, kind: OfficialKind) -> int:
+    """The image side a checkpoint was trained at, when the caller does not give it: the number in a released file
+    name (``scene_ckpt_512.ckpt`` -> 512), else the kind's default (:data:`DEFAULT_RESOLUTION`). The weights cannot
+    tell: the position embedding is computed, not learned."""
+    named = RELEASED_NAME.search(path.stem)
+    return int(named.group(1)) if named else DEFAULT_RESOLUTION[kind]
+
+
 def _template_fit(camera_template: Path | None, tolerance_deg: float) -> TemplateFit:
     if camera_template is None:
         return fit_camera_template(builtin_camera_template(), tolerance_deg, "built-in camera template")
@@ -122,7 +135,7 @@ def convert_official(path: str | Path, kind: OfficialKind | None = None, resolut
     if kind is not None and kind != arch.kind:
         raise InputError(f"{path}: --kind {kind} was asked for, but the weights are the official {arch.kind} model's "
                          f"('{weights.source_keys[GLOBAL_TOKENS]}' is {list(weights.tensors[GLOBAL_TOKENS].shape)})")
-    resolution = DEFAULT_RESOLUTION[arch.kind] if resolution is None else resolution
+    resolution = default_resolution(path, arch.kind) if resolution is None else resolution
     if resolution <= 0 or resolution % arch.patch_size:
         raise InputError(f"--resolution {resolution}: must be a positive multiple of the patch size {arch.patch_size}")
     if arch.kind == "scene" and camera_template is not None:
@@ -133,7 +146,8 @@ def convert_official(path: str | Path, kind: OfficialKind | None = None, resolut
     cfg = _model_config(arch, resolution, template)
     official_from_ours = template.official_from_ours if template is not None else torch.eye(3, dtype=torch.float64)
     state = map_official_weights(weights, arch, cfg, official_from_ours, path)
-    return cfg, state, ConversionReport(architecture=arch, dropped_loss_tensors=weights.dropped, template=template)
+    return cfg, state, ConversionReport(architecture=arch, dropped_loss_tensors=weights.dropped, template=template,
+                                         resolution=resolution)
 
 
 def load_official_checkpoint(path: str | Path, kind: OfficialKind | None = None, resolution: int | None = None,
@@ -147,7 +161,8 @@ def load_official_checkpoint(path: str | Path, kind: OfficialKind | None = None,
         path: a Lightning checkpoint (``state_dict`` with ``shape_model.*``) or the internal format (``model`` with
             ``denoiser.*``).
         kind: ``object`` or ``scene``; None reads it off the weights (and a mismatch is refused).
-        resolution: the model's image side; None uses 512 (object) or 256 (scene).
+        resolution: the model's image side; None takes it from a released file name (``scene_ckpt_512``), else
+            512 (object) or 256 (scene).
         camera_template: the official ``camera_template.pt`` (objects); None rebuilds it from the training
             conventions.
         template_tolerance_deg: how far the template's cameras may be from an orbit a model config can hold.
