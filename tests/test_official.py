@@ -636,6 +636,7 @@ def test_resolution_comes_from_the_released_file_name(tmp_path):
     assert load_official_checkpoint(named, resolution=RES)[0].resolution == RES
     assert load_official_checkpoint(save(tensors, tmp_path / "scene_ckpt_256.ckpt"))[0].resolution == 256
     assert load_official_checkpoint(save(tensors, tmp_path / "my_512_run.ckpt"))[0].resolution == 256
+    assert load_official_checkpoint(save(tensors, tmp_path / "scene_ckpt_20000.ckpt"))[0].resolution == 256  # a step
 
 
 # ---------------------------------------------------------------------------------------------------------------

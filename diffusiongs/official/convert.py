@@ -49,8 +49,9 @@ from diffusiongs.system.io import export_model
 
 DEFAULT_RESOLUTION: dict[OfficialKind, int] = {"object": OFFICIAL_TEMPLATE_RESOLUTION, "scene": 256}
 """Image side per kind when neither given nor named by the file: that of ``obj_ckpt_512`` and ``scene_ckpt_256``."""
-RELEASED_NAME = re.compile(r"_ckpt_(\d+)$")
-"""The released files name their training resolution: ``obj_ckpt_512``, ``scene_ckpt_256``, ``scene_ckpt_512``."""
+RELEASED_NAME = re.compile(r"(?:obj|scene)_ckpt_(256|512)")
+"""The released files name their training resolution: ``obj_ckpt_512``, ``scene_ckpt_256``, ``scene_ckpt_512``. Only
+these names count: a number in another name (a training step, say) is not a resolution."""
 PRESET_NAMES: dict[OfficialKind, str] = {"object": "official-object", "scene": "official-scene"}
 
 
@@ -115,7 +116,7 @@ def default_resolution(path: Path, kind: OfficialKind) -> int:
     """The image side a checkpoint was trained at, when the caller does not give it: the number in a released file
     name (``scene_ckpt_512.ckpt`` -> 512), else the kind's default (:data:`DEFAULT_RESOLUTION`). The weights cannot
     tell: the position embedding is computed, not learned."""
-    named = RELEASED_NAME.search(path.stem)
+    named = RELEASED_NAME.fullmatch(path.stem)
     return int(named.group(1)) if named else DEFAULT_RESOLUTION[kind]
 
 
