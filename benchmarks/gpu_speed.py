@@ -13,10 +13,10 @@ gradient checkpointing, deferred rendering and torch.compile. MFU counts 3x the 
 Sampling: 30 DDIM steps (``--sampler``, ``--sample-steps``) for one object at 256x256 and 512x512 (network in BF16,
 gsplat in FP32), eager and with torch.compile of the network (``Pipeline(compile=True)``: one CUDA graph per step,
 ``diffusiongs/inference/graphed.py``). Random weights give every Gaussian a standard deviation of 0.1 world units (~18
-pixels at 512^2) and opacity 0.12, which inflates rendering: the ``px`` option makes it about one pixel instead (all
-still visible; the trained demo model keeps 4-6 % of its Gaussians above the 1/255 opacity cut, at ~2 pixels:
-``benchmarks/gaussian_footprint.py``); ``sparse`` also hides all but a fixed random 5 % of them (opacity 0), as many
-as the trained model lets gsplat draw.
+pixels at 512^2) and opacity 0.12, which inflates rendering: the ``px`` option makes it about one pixel instead and
+``px2`` two (all still visible; the trained demo model keeps 4-6 % of its Gaussians above the 1/255 opacity cut, at
+~2 pixels: ``benchmarks/gaussian_footprint.py``); ``sparse`` also hides all but a fixed random 5 % of them (opacity
+0), as many as the trained model lets gsplat draw. The options apply to training and sampling variants alike.
 
 Network: the denoiser alone (bf16 weights, torch.compile), forward at inference or forward+backward for a
 training batch, as in the issue's comparison with the official network.
@@ -109,10 +109,10 @@ def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-TRAIN_OPTIONS = {"ckpt", "deferred", "compile", "cudnn", "flash", "m3", "nolpips", "px"}
+TRAIN_OPTIONS = {"ckpt", "deferred", "compile", "cudnn", "flash", "m3", "nolpips", "px", "px2", "sparse"}
 """Tokens of a training variant name, joined by '+' (``plain`` has none): gradient checkpointing, deferred
 rendering, torch.compile of the network, the cuDNN or flash SDPA backend, 3 instead of 6 novel views, no LPIPS,
-Gaussians about one pixel wide (see ``pixel_sized``)."""
+Gaussians about one or two pixels wide (see ``pixel_sized``), only 5 % of them visible (see ``sparse_rendering``)."""
 
 
 def sdpa_backends(options: set[str]):
@@ -148,8 +148,11 @@ def bench_train(name: str, args) -> dict:
                       step=StepConfig(loss=loss, render=render_cfg))
     trainer = Trainer(cfg, dataset=[None], info=DistInfo(device=device))
     trainer.prepare()
-    if "px" in options:
-        trainer.model.cfg = pixel_sized(trainer.model.cfg, args.res)  # the decoder reads it at every call
+    if pixel_width(options):
+        # the decoder reads the config at every call
+        trainer.model.cfg = pixel_sized(trainer.model.cfg, args.res, pixel_width(options))
+    if "sparse" in options:
+        sparse_rendering(trainer.model)
     batch = random_batch(args.batch, views, args.num_noisy, args.res, device)
     seeds = list(range(args.batch))
 
@@ -216,9 +219,9 @@ def bench_render_share(trainer: Trainer, batch: TrainingBatch, cfg: RenderConfig
     return median(cuda_time_ms(run, 5))
 
 
-SAMPLE_OPTIONS = {"compile", "cudnn", "flash", "px", "sparse"}
+SAMPLE_OPTIONS = {"compile", "cudnn", "flash", "px", "px2", "sparse"}
 """Tokens after the resolution of a sampling variant (e.g. ``256+compile``): the Pipeline's torch.compile with CUDA
-graphs, an SDPA backend, Gaussians about one pixel wide (see ``pixel_sized``), only 5 % of them visible (see
+graphs, an SDPA backend, Gaussians about one or two pixels wide (see ``pixel_sized``), only 5 % of them visible (see
 ``sparse_rendering``). The Pipeline keeps the network in bfloat16 on CUDA."""
 
 VISIBLE_FRACTION = 0.05
@@ -226,11 +229,17 @@ VISIBLE_FRACTION = 0.05
 1/255 opacity cut at every sampling step (stages 2-6, ``benchmarks/results/gaussian_footprint_demo_stage*.json``)."""
 
 
-def pixel_sized(cfg: ModelConfig, resolution: int) -> ModelConfig:
-    """``cfg`` with object Gaussians decoded about one pixel wide: a raw log-scale of 0 gives a standard deviation of
-    one pixel's footprint at the rig distance instead of 0.1 world units."""
+def pixel_width(options: set[str]) -> float | None:
+    """The standard deviation, in pixels, that a variant's ``px`` (1) or ``px2`` (2: the trained demo model's median
+    drawn Gaussian, 1.7-2.1 pixels) option asks for; None for the random weights' own widths."""
+    return 2.0 if "px2" in options else 1.0 if "px" in options else None
+
+
+def pixel_sized(cfg: ModelConfig, resolution: int, pixels: float = 1.0) -> ModelConfig:
+    """``cfg`` with object Gaussians decoded ``pixels`` wide: a raw log-scale of 0 gives a standard deviation of that
+    many pixels' footprint at the rig distance instead of 0.1 world units."""
     rig = cfg.object_rig
-    footprint = rig.radius * 2 * math.tan(math.radians(rig.fov_deg) / 2) / resolution
+    footprint = pixels * rig.radius * 2 * math.tan(math.radians(rig.fov_deg) / 2) / resolution
     return replace(cfg, object_decode=replace(cfg.object_decode, log_scale_bias=math.log(footprint)))
 
 
@@ -253,7 +262,8 @@ def bench_sampling(spec: str, args) -> dict:
     res_text, *rest = spec.split("+")
     resolution, options = int(res_text), parse_variant("+".join(rest) or "plain", SAMPLE_OPTIONS)
     cfg = replace(preset(args.preset), resolution=resolution)
-    model = DiffusionGS(pixel_sized(cfg, resolution) if "px" in options else cfg)
+    width = pixel_width(options)
+    model = DiffusionGS(pixel_sized(cfg, resolution, width) if width else cfg)
     pipe = Pipeline(model, device=args.device, render_cfg=RenderConfig(backend=args.backend),
                     compile="compile" in options)
     if "sparse" in options:

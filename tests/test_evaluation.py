@@ -540,14 +540,16 @@ def test_ablations_run_end_to_end_on_cpu(tmp_path):
     assert "rppc seed 3: not started" in stopped and not (out / "runs" / "rppc" / "seed3").exists()
 
 
-def test_gpu_speed_pixel_sized_gaussians_are_one_pixel_wide_at_the_rig_distance():
+@pytest.mark.parametrize("option, pixels", [("px", 1.0), ("px2", 2.0)])
+def test_gpu_speed_pixel_sized_gaussians_have_the_asked_width_at_the_rig_distance(option, pixels):
     from diffusiongs.system import preset
 
     gpu_speed = load_script("gpu_speed")
-    cfg = gpu_speed.pixel_sized(preset("base"), 512)
+    assert gpu_speed.pixel_width({option, "compile"}) == pixels
+    cfg = gpu_speed.pixel_sized(preset("base"), 512, gpu_speed.pixel_width({option}))
     focal = cfg.object_rig.cameras(1, 512).K[0, 0, 0].item()
     width_px = math.exp(cfg.object_decode.log_scale_bias) * focal / cfg.object_rig.radius
-    assert width_px == pytest.approx(1.0, rel=1e-6)
+    assert width_px == pytest.approx(pixels, rel=1e-6)
     assert cfg.object_decode.clip_box == preset("base").object_decode.clip_box  # only the scale changes
 
 
@@ -555,11 +557,11 @@ def test_gpu_speed_runs_every_section_on_cpu(tmp_path):
     out = tmp_path / "speed.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_speed.py"), "--device", "cpu", "--backend", "torch",
                     "--preset", "tiny", "--batch", "2", "--res", "32", "--repeats", "1", "--warmup", "1",
-                    "--sample-repeats", "1", "--sample-steps", "2", "--train-variants", "px",
+                    "--sample-repeats", "1", "--sample-steps", "2", "--train-variants", "px2+sparse",
                     "--network-variants", "32+eager,32+train+eager", "--sample-variants", "32+px", "--out", str(out)],
                    check=True, cwd=ROOT, capture_output=True)
     report = json.loads(out.read_text())
     assert [[r["variant"] for r in report[k]] for k in ("train", "network", "sample")] == [
-        ["px"], ["32+eager", "32+train+eager"], ["32+px"]]
+        ["px2+sparse"], ["32+eager", "32+train+eager"], ["32+px"]]
     assert not any("error" in r for k in ("train", "network", "sample") for r in report[k])
     assert report["network"][1]["batch"] == 2 and report["network"][0]["batch"] == 1
