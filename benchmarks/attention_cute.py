@@ -1,0 +1,102 @@
+"""Is FlashAttention's CuTe-DSL Hopper kernel faster than cuDNN's at the denoiser's shapes? BF16 forward (what
+sampling runs), timed on one GPU against PyTorch's ``scaled_dot_product_attention`` on cuDNN (its default there), with
+the error of each against a float32 reference.
+
+Why: at 512^2 the attention is 1.73 s of the 30 sampling steps, and 30 steps in 2.0 s need it at ~590 TFLOP/s for
+head width 64 (docs/BENCHMARKS.md, "GPU: the speed issue, second round"); cuDNN's kernel runs at 407-457. The CuTe-DSL
+kernels of flash-attn 2.8.3 (``flash_attn/cute``, the FlashAttention-3 design written in CUTLASS's Python DSL and
+compiled on first use) are the one Hopper kernel left to try that can run on the lent machine: flash-attn is not
+installed there, FlashAttention-3's CUDA sources are not on PyPI, and the machine reaches no other index.
+
+Shapes as in ``attention_fp8.py``: 16 heads of width 64, 4,098 tokens (256^2) and 16,386 (512^2), batch 1.
+
+    bash benchmarks/attention_cute_carry.sh                  # project machine: makes .fa (~55 MB) from PyPI
+    python3 benchmarks/attention_cute.py --out results.json  # GPU machine, carrying .fa
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from attention_fp8 import attention_flops, cuda_ms, reference, relative_error  # noqa: E402
+
+CARRY = Path(".fa")
+SITE = Path("/tmp/fa_site")
+
+
+def install_carry() -> None:
+    """Unpack ``.fa`` into ``SITE`` once per machine and put it on the import path (``--target`` installs skip the
+    DSL's ``.pth`` file, so its package folder is added by hand)."""
+    if not (SITE / ".complete").exists():
+        SITE.mkdir(parents=True, exist_ok=True)
+        wheels = sorted(str(p) for p in CARRY.glob("*.whl"))
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                        "--target", str(SITE), *wheels], check=True)
+        for archive in sorted(CARRY.glob("*.tar.xz")):
+            subprocess.run(["tar", "xJf", str(archive), "-C", str(SITE)], check=True)
+        (SITE / ".complete").touch()
+    sys.path[:0] = [str(SITE), str(SITE / "nvidia_cutlass_dsl" / "python_packages")]
+
+
+def measure(tokens: int, args, cute_attention) -> dict:
+    b, h, d = 1, args.heads, args.head_dim
+    g = torch.Generator(device="cuda").manual_seed(0)
+    qkv = torch.randn(b, tokens, 3, h, d, device="cuda", generator=g, dtype=torch.bfloat16)
+    q, k, v = qkv.unbind(2)  # [b, s, h, d]: FlashAttention's layout; SDPA takes the [b, h, s, d] views
+    q_t, k_t, v_t = (t.transpose(1, 2) for t in (q, k, v))
+    ref = reference(q_t, k_t, v_t)
+    flops = attention_flops(b, h, tokens, d)
+    row = {"tokens": tokens, "batch": b, "heads": h, "head_dim": d}
+    with torch.no_grad():
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            ms = cuda_ms(lambda: F.scaled_dot_product_attention(q_t, k_t, v_t), args.repeats)
+            error = relative_error(F.scaled_dot_product_attention(q_t, k_t, v_t), ref)
+        row["bf16 cudnn"] = {"ms": ms, "tflops": flops / ms / 1e9, "relative_error": error}
+        # The kernel reads contiguous [b, s, h, d] tensors: the copies the network's strided q, k, v would need
+        # are left out of the time, as they could be fused into the projection.
+        q_c, k_c, v_c = (t.contiguous() for t in (q, k, v))
+        ms = cuda_ms(lambda: cute_attention(q_c, k_c, v_c), args.repeats)
+        error = relative_error(cute_attention(q_c, k_c, v_c).transpose(1, 2), ref)
+        row["bf16 cute"] = {"ms": ms, "tflops": flops / ms / 1e9, "relative_error": error}
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--tokens", type=int, nargs="+", default=[4098, 16386])
+    parser.add_argument("--heads", type=int, default=16)
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    install_carry()
+    from flash_attn.cute import flash_attn_func
+
+    def cute_attention(q, k, v):
+        return flash_attn_func(q, k, v)[0]  # (out, log-sum-exp)
+
+    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "gpu": torch.cuda.get_device_name(),
+              "torch": torch.__version__, "cudnn": torch.backends.cudnn.version(), "rows": []}
+    for tokens in args.tokens:
+        start = time.perf_counter()
+        row = measure(tokens, args, cute_attention)
+        row["seconds_with_compilation"] = time.perf_counter() - start
+        report["rows"].append(row)
+        print(json.dumps(row), flush=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
