@@ -10,7 +10,7 @@ installed there, FlashAttention-3's CUDA sources are not on PyPI, and the machin
 
 Shapes as in ``attention_fp8.py``: 16 heads of width 64, 4,098 tokens (256^2) and 16,386 (512^2), batch 1.
 
-    bash benchmarks/attention_cute_carry.sh                  # project machine: makes .fa (~55 MB) from PyPI
+    bash benchmarks/attention_cute_carry.sh                  # project machine: makes .fa (47 MB) from PyPI
     python3 benchmarks/attention_cute.py --out results.json  # GPU machine, carrying .fa
 """
 
@@ -81,13 +81,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     install_carry()
+    import cuda.bindings  # the 12.9 bindings of the carry, unless a regular `cuda` package elsewhere shadows them
     from flash_attn.cute import flash_attn_func
 
     def cute_attention(q, k, v):
         return flash_attn_func(q, k, v)[0]  # (out, log-sum-exp)
 
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "gpu": torch.cuda.get_device_name(),
-              "torch": torch.__version__, "cudnn": torch.backends.cudnn.version(), "rows": []}
+              "torch": torch.__version__, "cudnn": torch.backends.cudnn.version(),
+              "cuda_bindings": f"{cuda.bindings.__version__} ({Path(cuda.bindings.__file__).parent})", "rows": []}
     for tokens in args.tokens:
         start = time.perf_counter()
         row = measure(tokens, args, cute_attention)
