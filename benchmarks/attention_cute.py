@@ -16,7 +16,6 @@ Shapes as in ``attention_fp8.py``: 16 heads of width 64, 4,098 tokens (256^2) an
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -29,7 +28,15 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from attention_fp8 import attention_flops, cuda_ms, reference, relative_error  # noqa: E402
+from attention_fp8 import (  # noqa: E402
+    add_row,
+    attention_flops,
+    cuda_ms,
+    new_report,
+    reference,
+    relative_error,
+    shape_parser,
+)
 
 CARRY = Path(".fa")
 SITE = Path("/tmp/fa_site")
@@ -73,13 +80,7 @@ def measure(tokens: int, args, cute_attention) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--tokens", type=int, nargs="+", default=[4098, 16386])
-    parser.add_argument("--heads", type=int, default=16)
-    parser.add_argument("--head-dim", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    args = shape_parser(__doc__.splitlines()[0]).parse_args()
     install_carry()
     import cuda.bindings  # the 12.9 bindings of the carry, unless a regular `cuda` package elsewhere shadows them
     from flash_attn.cute import flash_attn_func
@@ -87,17 +88,13 @@ def main() -> None:
     def cute_attention(q, k, v):
         return flash_attn_func(q, k, v)[0]  # (out, log-sum-exp)
 
-    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "gpu": torch.cuda.get_device_name(),
-              "torch": torch.__version__, "cudnn": torch.backends.cudnn.version(),
-              "cuda_bindings": f"{cuda.bindings.__version__} ({Path(cuda.bindings.__file__).parent})", "rows": []}
+    report = new_report(cudnn=torch.backends.cudnn.version(),
+                        cuda_bindings=f"{cuda.bindings.__version__} ({Path(cuda.bindings.__file__).parent})")
     for tokens in args.tokens:
         start = time.perf_counter()
         row = measure(tokens, args, cute_attention)
-        row["seconds_with_compilation"] = time.perf_counter() - start
-        report["rows"].append(row)
-        print(json.dumps(row), flush=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
+        add_row(report, {**row, "seconds_with_compilation": time.perf_counter() - start})
+    Path(args.out).write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -148,27 +148,41 @@ def measure(tokens: int, args, fp8: CudnnFP8Attention) -> dict:
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def shape_parser(description: str) -> argparse.ArgumentParser:
+    """The options every attention probe shares: where to write, and the shapes and repeats to time."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", required=True)
     parser.add_argument("--tokens", type=int, nargs="+", default=[4098, 16386])
     parser.add_argument("--heads", type=int, default=16)
     parser.add_argument("--head-dim", type=int, default=64)
-    parser.add_argument("--logit-scales", type=float, nargs="+", default=[1.0, 3.0])
     parser.add_argument("--repeats", type=int, default=5)
+    return parser
+
+
+def new_report(**versions) -> dict:
+    """A report's header (when, on which GPU, with which torch and ``versions``); rows go to ``report["rows"]``."""
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "gpu": torch.cuda.get_device_name(),
+            "torch": torch.__version__, **versions, "rows": []}
+
+
+def add_row(report: dict, row: dict) -> None:
+    report["rows"].append(row)
+    print(json.dumps(row), flush=True)
+
+
+def main() -> None:
+    parser = shape_parser(__doc__.splitlines()[0])
+    parser.add_argument("--logit-scales", type=float, nargs="+", default=[1.0, 3.0])
     args = parser.parse_args()
     import cudnn
 
     fp8 = CudnnFP8Attention()
-    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "gpu": torch.cuda.get_device_name(),
-              "torch": torch.__version__, "cudnn_backend": getattr(cudnn, "backend_version", lambda: "?")(),
-              "cudnn_frontend": getattr(cudnn, "__version__", "?"), "rows": []}
+    report = new_report(cudnn_backend=getattr(cudnn, "backend_version", lambda: "?")(),
+                        cudnn_frontend=getattr(cudnn, "__version__", "?"))
     for logit_scale in args.logit_scales:
         for tokens in args.tokens:
             args.logit_scale = logit_scale
-            row = measure(tokens, args, fp8)
-            report["rows"].append(row)
-            print(json.dumps(row), flush=True)
+            add_row(report, measure(tokens, args, fp8))
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
 
