@@ -148,9 +148,9 @@ def bench_train(name: str, args) -> dict:
                       step=StepConfig(loss=loss, render=render_cfg))
     trainer = Trainer(cfg, dataset=[None], info=DistInfo(device=device))
     trainer.prepare()
-    if pixel_width(options):
-        # the decoder reads the config at every call
-        trainer.model.cfg = pixel_sized(trainer.model.cfg, args.res, pixel_width(options))
+    width = pixel_width(options)
+    if width:
+        trainer.model.cfg = pixel_sized(trainer.model.cfg, args.res, width)  # the decoder reads it at every call
     if "sparse" in options:
         sparse_rendering(trainer.model)
     batch = random_batch(args.batch, views, args.num_noisy, args.res, device)
