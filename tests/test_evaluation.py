@@ -571,6 +571,22 @@ def test_int4_roundtrip_keeps_15_levels_per_group_within_half_a_step():
     assert torch.equal(int4.int4_roundtrip(torch.zeros(3, 8), group=4), torch.zeros(3, 8))
 
 
+def test_attention_probe_reference_gradients_match_float64_attention():
+    cute = load_script("attention_cute")
+    g = torch.Generator().manual_seed(0)
+    q, k, v, grad_out = (torch.randn(2, 3, 5, 4, generator=g) for _ in range(4))  # [b, h, s, d]
+    got = cute.reference_gradients(q.bfloat16(), k.bfloat16(), v.bfloat16(), grad_out)
+    leaves = [t.bfloat16().double().requires_grad_() for t in (q, k, v)]  # the same rounded inputs, in float64
+    scores = leaves[0] @ leaves[1].transpose(-1, -2) / 2.0  # 1 / sqrt(d)
+    (torch.softmax(scores, dim=-1) @ leaves[2]).backward(grad_out.double())
+    eps = torch.finfo(torch.float32).eps
+    for name, mine, exact in zip("qkv", got, (t.grad for t in leaves)):
+        # float32 sums of at most s * d = 20 products, the softmax's exponentials and the recomputed scores: a few
+        # dozen roundings of values no larger than the gradient's largest entry
+        bound = 64 * eps * exact.abs().max().item()
+        assert mine.dtype == torch.float32 and (mine.double() - exact).abs().max().item() <= bound, name
+
+
 def test_gpu_speed_runs_every_section_on_cpu(tmp_path):
     out = tmp_path / "speed.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_speed.py"), "--device", "cpu", "--backend", "torch",
