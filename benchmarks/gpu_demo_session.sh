@@ -33,7 +33,10 @@ report_state() {  # the latest EMA weights' shards, and one archive of the logs 
     if [ -f "$work/run/checkpoints/latest" ]; then
         # A call returns at most 8 files and 64 MiB: int8 (the form the repo ships) keeps a depth-20 model at 39 MB.
         rm -rf "$work/export"
-        python3 -m diffusiongs.cli.main export-model "$work/run" --out "$work/export" --max-shard-mb 15 --dtype int8
+        # EXPORT="--dtype int4 --int4-group G" returns a run trained with `--int4-group G` as it will be stored.
+        # shellcheck disable=SC2086  # EXPORT holds several words
+        python3 -m diffusiongs.cli.main export-model "$work/run" --out "$work/export" --max-shard-mb 15 \
+            ${EXPORT:---dtype int8}
         mkdir -p "$OUT/model"
         mv "$work/export"/*.safetensors "$OUT/model/"
         files+=("$work/export"/*)

@@ -339,7 +339,7 @@ def test_cli_stops_a_diverged_run_with_one_line_naming_the_last_good_checkpoint(
 @pytest.mark.parametrize("option", [("--optim.lr", "nan"), ("--optim.lr", "-0.5"), ("--optim.ema-decay", "1.0"),
                                     ("--optim.warmup-steps", "-1"), ("--steps", "0"), ("--batch-size", "0"),
                                     ("--optim.grad-clip", "-1.0"), ("--optim.betas", "0.9", "1.5"),
-                                    ("--layout.theta1-deg", "0.0")])
+                                    ("--layout.theta1-deg", "0.0"), ("--int4-group", "3")])
 def test_cli_refuses_invalid_hyperparameters_in_one_line(tmp_path, capsys, option):
     code = entrypoint(cli_train_args(tmp_path / "run", *option))
     err = capsys.readouterr().err.strip()

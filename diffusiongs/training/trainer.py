@@ -31,6 +31,7 @@ from diffusiongs.diffusion.schedule import NoiseSchedule
 from diffusiongs.errors import InputError, TrainingDiverged
 from diffusiongs.geometry import RayEmbedding, ViewLayout
 from diffusiongs.model.denoiser import deepened_state
+from diffusiongs.quantize import make_int4_aware
 from diffusiongs.system import io as model_io
 from diffusiongs.system.model import DiffusionGS, ModelConfig
 from diffusiongs.system.presets import preset
@@ -115,6 +116,11 @@ class TrainConfig:
     """Train the paper's "w/o timestep" baseline instead of the diffusion model (``ModelConfig.deterministic``)."""
     compile: bool = False
     """torch.compile the network."""
+    int4_group: int | None = None
+    """Train through 4-bit weights: every matrix whose inputs divide into groups of this many computes with its
+    weights rounded as ``export-model --dtype int4 --int4-group`` stores them, the gradient passing straight
+    through the rounding (quantisation-aware training, :mod:`diffusiongs.quantize`). None trains in full
+    precision."""
     seed: int = 0
     num_workers: int = 2
     """DataLoader worker processes per rank."""
@@ -233,6 +239,10 @@ class Trainer:
         self.schedule = NoiseSchedule(self.model_cfg.schedule)
         torch.manual_seed(cfg.seed)  # the initial weights depend on the run seed only
         self.model = DiffusionGS(self.model_cfg).to(self.device)
+        if cfg.int4_group is not None:
+            layers = make_int4_aware(self.model, cfg.int4_group)
+            if info.is_main:
+                print(f"training through 4-bit weights: {layers} linear layers, one scale per {cfg.int4_group} inputs")
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
                                            weight_decay=cfg.optim.weight_decay, fused=self.device.type == "cuda")
         self.ema: dict[str, torch.Tensor] | None = None
