@@ -30,6 +30,7 @@ def test_int4_roundtrip_keeps_15_levels_per_group_within_half_a_step():
     assert torch.equal(levels, levels.round()) and (levels.abs() <= INT4_LEVELS).all()
     assert len(torch.unique(levels)) == 2 * INT4_LEVELS + 1
     assert torch.equal(rounded[0, :32], torch.zeros(32))
+    assert torch.equal(int4_roundtrip(rounded, group=32), rounded)  # a run resumed from a 4-bit export
     largest = weight.abs().reshape(6, 3, 32).amax(2).repeat_interleave(32, dim=1)
     # half a step of the exact scale, plus the float16 rounding of the scale (relative 2^-11) over up to 7 steps
     assert ((rounded - weight).abs() <= largest / INT4_LEVELS * (0.5 + INT4_LEVELS * F16_EPS / 2) + 1e-7).all()
