@@ -10,8 +10,8 @@ tensors are stored as float16.
 inputs, and each group is stored as levels ``round(w / s)`` in [-7, 7] with one float16 scale ``s = max|w_group| / 7``
 (``name + INT4_SCALE_SUFFIX``, ``[rows, inputs / group]``); two levels share a byte. Rounding a trained network so
 costs it about a dB (docs/DEMO_MODEL.md), so a network meant for 4 bits is trained through the rounding
-(:func:`make_int4_aware`), and :func:`int4_roundtrip` is the one definition of the rounding that training, storage
-and the benchmarks share.
+(:func:`make_int4_aware`), and :func:`int4_roundtrip` is the one definition of the rounding that training and
+storage share.
 
 Readers call :func:`dequantize`, which returns float32 tensors and leaves a state without quantised tensors
 unchanged, so one loader reads every form.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from test_training import run, tiny_config
 from torch import nn
 
@@ -82,3 +83,16 @@ def test_a_run_trained_through_int4_keeps_its_parameter_names_and_exports_what_i
     for name, value in trainer.model.state_dict().items():
         if fits_int4(value, 32):
             assert torch.equal(exported[name], int4_roundtrip(value, 32)), name
+
+
+def test_export_model_cli_writes_int4_and_refuses_an_odd_group_in_one_line(tmp_path, tiny_model_f32, capsys):
+    from diffusiongs.cli.main import entrypoint
+
+    assert entrypoint(["export-model", str(tiny_model_f32), "--out", str(tmp_path / "m4"), "--dtype", "int4"]) == 0
+    assert any(k.endswith(".int4_scale") for k in load_file(str(tmp_path / "m4" / "model.safetensors")))
+    capsys.readouterr()
+    code = entrypoint(["export-model", str(tiny_model_f32), "--out", str(tmp_path / "bad"), "--dtype", "int4",
+                       "--int4-group", "3"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--int4-group 3: must be an even number" in err
+    assert not (tmp_path / "bad").exists()

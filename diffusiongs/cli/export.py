@@ -48,6 +48,8 @@ def resolve_source(source: Path) -> Path:
 
 def main(argv: list[str]) -> int:
     args = tyro.cli(ExportArgs, args=argv, prog="diffusiongs export-model")
+    if args.dtype == "int4" and (args.int4_group <= 0 or args.int4_group % 2):
+        raise InputError(f"--int4-group {args.int4_group}: must be an even number > 0 (two levels a byte)")
     folder = resolve_source(args.source)
     weights = model_io.weights_file(folder, prefer_ema=args.weights == "ema")
     model = model_io.load_model(folder, prefer_ema=args.weights == "ema")

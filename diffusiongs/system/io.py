@@ -105,8 +105,8 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file (or its shards), int8 tensors dequantised (:mod:`diffusiongs.quantize`); a missing or
-    corrupt one is an ``InputError`` naming it."""
+    """Read a safetensors file (or its shards), int8 and 4-bit tensors dequantised (:mod:`diffusiongs.quantize`); a
+    missing or corrupt one is an ``InputError`` naming it."""
     if path.is_file():
         return dequantize(_read_safetensors(path))
     index = _index_file(path)
