@@ -74,15 +74,22 @@ def test_int4_aware_linear_computes_with_the_rounded_weight_and_passes_the_gradi
     torch.testing.assert_close(x.grad, x2.grad)
 
 
-def test_a_run_trained_through_int4_keeps_its_parameter_names_and_exports_what_it_computed(tmp_path):
-    trainer = run(tiny_config(tmp_path / "run", steps=2, int4_group=32))
+def test_a_run_trained_through_int4_keeps_its_parameter_names_and_exports_what_it_computed(tmp_path, capsys):
+    from diffusiongs.cli.main import entrypoint
+
+    trainer = run(tiny_config(tmp_path / "run", steps=2, int4_group=16))
     layers = [m for m in trainer.model.modules() if isinstance(m, Int4AwareLinear)]
     assert layers and set(trainer.model.state_dict()) == set(DiffusionGS(trainer.model_cfg).state_dict())
-    model_io.export_model(tmp_path / "m4", trainer.model_cfg, trainer.model, int4_group=32)
-    exported = model_io.load_model(tmp_path / "m4", prefer_ema=False).state_dict()
+    # the run's own group, read from its checkpoint, without being told again
+    assert entrypoint(["export-model", str(tmp_path / "run"), "--out", str(tmp_path / "m4"), "--dtype", "int4",
+                       "--weights", "raw"]) == 0
+    exported = model_io.load_model(tmp_path / "m4").state_dict()
     for name, value in trainer.model.state_dict().items():
-        if fits_int4(value, 32):
-            assert torch.equal(exported[name], int4_roundtrip(value, 32)), name
+        if fits_int4(value, 16):
+            assert torch.equal(exported[name], int4_roundtrip(value, 16)), name
+    capsys.readouterr()
+    assert entrypoint(["export-model", str(tmp_path / "run"), "--out", str(tmp_path / "m16")]) == 0
+    assert "trained through 4-bit weights in groups of 16; --dtype int4 --int4-group 16" in capsys.readouterr().out
 
 
 def test_export_model_cli_writes_int4_and_refuses_an_odd_group_in_one_line(tmp_path, tiny_model_f32, capsys):
