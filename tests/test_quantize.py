@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from test_training import run, tiny_config
+from tiny_training import run, tiny_config
 from torch import nn
 
 from diffusiongs.quantize import (

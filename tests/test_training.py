@@ -2,13 +2,13 @@ import functools
 import json
 import math
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from blob_dataset import BlobDataset
 from safetensors.torch import load_file, save_file
+from tiny_training import run, tiny_config
 
 from diffusiongs.cli.main import entrypoint
 from diffusiongs.data.types import collate_examples
@@ -79,20 +79,6 @@ def test_deterministic_baseline_ignores_noise():
     noises = [draw_step_noise(batch, schedule, [torch.Generator().manual_seed(s)] * 2) for s in (1, 2)]
     losses = [train_step(model, batch, schedule, n, 10_000, cfg, deterministic=True).loss.item() for n in noises]
     assert losses[0] == losses[1]
-
-
-def tiny_config(out: Path, **kw) -> TrainConfig:
-    base = TrainConfig(out=out, preset="tiny", steps=4, batch_size=2, num_workers=0, log_every=1, image_every=0,
-                       ckpt_every=2, progress=False, device="cpu", resolution=16,
-                       optim=OptimConfig(warmup_steps=2, lr=1e-3),
-                       step=StepConfig(loss=LossConfig(perceptual_weight=0, point_warmup_steps=1)))
-    return replace(base, **kw)
-
-
-def run(cfg: TrainConfig, dataset=None) -> Trainer:
-    trainer = Trainer(cfg, dataset or BlobDataset(num_items=5, num_views=6, resolution=16, scene_every=3), )
-    trainer.train()
-    return trainer
 
 
 def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tmp_path):
