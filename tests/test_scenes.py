@@ -10,9 +10,9 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from official_checkpoints import RES, lightning_checkpoint, official_tensors, save
 from PIL import Image
 from readme_snippets import generate, readme_block, readme_generate_args
-from test_official import RES, lightning_checkpoint, official_tensors, save
 
 from diffusiongs.cli.main import entrypoint
 from diffusiongs.data.images import center_crop_square, resize_example
