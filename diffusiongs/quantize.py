@@ -52,10 +52,20 @@ def quantize_int8(state: dict[str, torch.Tensor], select: Callable[[str, torch.T
     return out
 
 
+INT4_GROUP_RULE = "must be an even number > 0 (two levels a byte)"
+"""What :func:`valid_int4_group` asks of a group, as the one-line errors say it."""
+
+
+def valid_int4_group(group: int) -> bool:
+    """Whether ``group`` inputs per scale can be stored: the levels pack two to a byte."""
+    return group > 0 and group % 2 == 0
+
+
 def fits_int4(tensor: Tensor, group: int) -> bool:
-    """Whether ``tensor`` is a floating-point matrix whose rows divide into groups of ``group`` inputs (``group``
-    even, so that the levels pack two to a byte)."""
-    return tensor.is_floating_point() and tensor.dim() == 2 and group % 2 == 0 and tensor.shape[1] % group == 0
+    """Whether ``tensor`` is a floating-point matrix whose rows divide into groups of ``group`` inputs, ``group``
+    being :func:`valid_int4_group`."""
+    return (tensor.is_floating_point() and tensor.dim() == 2 and valid_int4_group(group)
+            and tensor.shape[1] % group == 0)
 
 
 def int4_scales(weight: Float[Tensor, "rows inputs"], group: int) -> Float[Tensor, "rows groups"]:

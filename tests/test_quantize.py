@@ -92,7 +92,7 @@ def test_a_run_trained_through_int4_keeps_its_parameter_names_and_exports_what_i
     assert "trained through 4-bit weights in groups of 16; --dtype int4 --int4-group 16" in capsys.readouterr().out
 
 
-def test_export_model_cli_writes_int4_and_refuses_an_odd_group_in_one_line(tmp_path, tiny_model_f32, capsys):
+def test_export_model_cli_writes_int4_and_refuses_a_bad_group_in_one_line(tmp_path, tiny_model_f32, capsys):
     from diffusiongs.cli.main import entrypoint
 
     assert entrypoint(["export-model", str(tiny_model_f32), "--out", str(tmp_path / "m4"), "--dtype", "int4"]) == 0
@@ -102,4 +102,9 @@ def test_export_model_cli_writes_int4_and_refuses_an_odd_group_in_one_line(tmp_p
                        "--int4-group", "3"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--int4-group 3: must be an even number" in err
+    assert not (tmp_path / "bad").exists()
+    code = entrypoint(["export-model", str(tiny_model_f32), "--out", str(tmp_path / "bad"), "--dtype", "int8",
+                       "--int4-group", "32"])  # a group that would be silently ignored
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "applies to --dtype int4 only" in err
     assert not (tmp_path / "bad").exists()

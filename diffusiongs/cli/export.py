@@ -11,6 +11,7 @@ import tyro
 
 from diffusiongs.configio import read_json
 from diffusiongs.errors import InputError
+from diffusiongs.quantize import INT4_GROUP_RULE, valid_int4_group
 from diffusiongs.system import io as model_io
 from diffusiongs.training.checkpoint import TRAINER_STATE, latest_checkpoint
 
@@ -59,8 +60,10 @@ def trained_int4_group(folder: Path) -> int | None:
 
 def main(argv: list[str]) -> int:
     args = tyro.cli(ExportArgs, args=argv, prog="diffusiongs export-model")
-    if args.int4_group is not None and (args.int4_group <= 0 or args.int4_group % 2):
-        raise InputError(f"--int4-group {args.int4_group}: must be an even number > 0 (two levels a byte)")
+    if args.int4_group is not None and not valid_int4_group(args.int4_group):
+        raise InputError(f"--int4-group {args.int4_group}: {INT4_GROUP_RULE}")
+    if args.int4_group is not None and args.dtype != "int4":
+        raise InputError(f"--int4-group {args.int4_group}: applies to --dtype int4 only, not --dtype {args.dtype}")
     folder = resolve_source(args.source)
     trained = trained_int4_group(folder)
     if trained is not None and (args.dtype != "int4" or args.int4_group not in (None, trained)):

@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from diffusiongs.errors import InputError
+from diffusiongs.quantize import INT4_GROUP_RULE, valid_int4_group
 from diffusiongs.training.distributed import DistInfo
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "keep_last": (lambda v: v >= 0, "must be >= 0 (0 keeps every checkpoint)"),
     "max_minutes": (lambda v: v is None or (math.isfinite(v) and v > 0), "must be a number > 0"),
     "max_skipped_steps": (lambda v: v > 0, "must be > 0"),
-    "int4_group": (lambda v: v is None or (v > 0 and v % 2 == 0), "must be an even number > 0 (two levels a byte)"),
+    "int4_group": (lambda v: v is None or valid_int4_group(v), INT4_GROUP_RULE),
     "optim.lr": (lambda v: math.isfinite(v) and v > 0, "must be a number > 0"),
     "optim.warmup_steps": (lambda v: v >= 0, "must be >= 0"),
     "optim.min_lr_ratio": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
